@@ -1,0 +1,22 @@
+// Umbrella header: includes every public depthkv header.
+#pragma once
+
+#include "depthkv/version.hpp"
+#include "depthkv/config.hpp"
+#include "depthkv/error.hpp"
+#include "depthkv/types.hpp"
+
+// cache/
+#include "depthkv/cache/layout.hpp"
+#include "depthkv/cache/kv_view.hpp"
+#include "depthkv/cache/kv_cache.hpp"
+
+// select/
+#include "depthkv/select/topk.hpp"
+#include "depthkv/select/compact.hpp"
+
+// score/
+
+// budget/
+
+// pipeline

@@ -1,0 +1,95 @@
+// In-place compaction: keep the listed rows of a head (or of every head of a layer), in order.
+#pragma once
+
+#include <cstddef>
+#include <cstring>
+
+#include "depthkv/cache/kv_view.hpp"
+#include "depthkv/config.hpp"
+#include "depthkv/error.hpp"
+#include "depthkv/types.hpp"
+
+namespace depthkv {
+
+namespace detail {
+
+// Throws unless keep is strictly ascending and every index is < n.
+inline void check_keep_list(const char* where, span<const index_t> keep, std::size_t n) {
+  for (std::size_t i = 0; i < keep.size(); ++i) {
+    DEPTHKV_CHECK(keep[i] < n, where, "keep[", i, "] = ", keep[i], " is out of range (rows: ", n, ")");
+    DEPTHKV_CHECK(i == 0 || keep[i] > keep[i - 1], where, "keep must be strictly ascending, but keep[", i - 1,
+                  "] = ", keep[i - 1], " and keep[", i, "] = ", keep[i]);
+  }
+}
+
+// Moves row keep[i] to row i for every i. Pre: keep strictly ascending, < rows.n. Since
+// keep[i] >= i, a forward pass never overwrites a row it still needs.
+template <class T>
+void compact_rows_unchecked(rows_view<T> rows, const index_t* keep, std::size_t k) noexcept {
+  static_assert(!std::is_const_v<T>, "compaction writes the rows");
+  const std::size_t bytes = rows.dim * sizeof(T);
+  std::size_t i = 0;
+  while (i < k && keep[i] == i) ++i;  // leading rows already in place
+  for (; i < k; ++i) {
+    std::memcpy(rows.data + static_cast<std::ptrdiff_t>(i) * rows.stride,
+                rows.data + static_cast<std::ptrdiff_t>(keep[i]) * rows.stride, bytes);
+  }
+}
+
+// Same as compact_rows_unchecked for a plain array (positions).
+template <class T>
+void compact_values_unchecked(T* values, const index_t* keep, std::size_t k) noexcept {
+  for (std::size_t i = 0; i < k; ++i) values[i] = values[keep[i]];
+}
+
+}  // namespace detail
+
+// Keeps rows keep[0..k) of `rows` as rows 0..k, in place. keep: strictly ascending, < rows.n.
+// Throws depthkv::error on a bad list, before anything is moved.
+template <class T>
+void compact_rows(rows_view<T> rows, span<const index_t> keep) {
+  detail::check_keep_list("depthkv::compact_rows", keep, rows.n);
+  detail::compact_rows_unchecked(rows, keep.data(), keep.size());
+}
+
+// Keeps tokens `keep` of every head of one layer's K and V views, in place; when `positions`
+// ([n_heads][positions_head_stride] int32, or null) is given, positions move with their rows.
+// For engines whose token slots are shared across heads, pass positions_head_stride 0: the
+// single position row is compacted once. Throws before mutating on a bad list or shape mismatch.
+template <class T>
+void retain(kv_view<T> k, kv_view<T> v, span<const index_t> keep, pos_t* positions = nullptr,
+            std::ptrdiff_t positions_head_stride = 0) {
+  constexpr const char* where = "depthkv::retain";
+  DEPTHKV_CHECK(k.shape() == v.shape(), where, "K shape [", k.n_heads(), "][", k.n_tokens(), "][",
+                k.head_dim(), "] != V shape [", v.n_heads(), "][", v.n_tokens(), "][", v.head_dim(), "]");
+  detail::check_keep_list(where, keep, k.n_tokens());
+  for (std::size_t h = 0; h < k.n_heads(); ++h) {
+    detail::compact_rows_unchecked(k.head(h), keep.data(), keep.size());
+    detail::compact_rows_unchecked(v.head(h), keep.data(), keep.size());
+  }
+  if (positions) {
+    const std::size_t rows = positions_head_stride == 0 ? 1 : k.n_heads();
+    for (std::size_t h = 0; h < rows; ++h)
+      detail::compact_values_unchecked(positions + static_cast<std::ptrdiff_t>(h) * positions_head_stride,
+                                       keep.data(), keep.size());
+  }
+}
+
+// Keeps tokens `keep` of head `head` only (the first `n_rows` rows of that head are live;
+// default: the view's n_tokens). `positions` (or null) is that head's position row.
+template <class T>
+void retain_head(kv_view<T> k, kv_view<T> v, std::size_t head, span<const index_t> keep,
+                 pos_t* positions = nullptr, std::size_t n_rows = static_cast<std::size_t>(-1)) {
+  constexpr const char* where = "depthkv::retain_head";
+  DEPTHKV_CHECK(k.shape() == v.shape(), where, "K shape [", k.n_heads(), "][", k.n_tokens(), "][",
+                k.head_dim(), "] != V shape [", v.n_heads(), "][", v.n_tokens(), "][", v.head_dim(), "]");
+  DEPTHKV_CHECK(head < k.n_heads(), where, "head ", head, " out of range (n_heads ", k.n_heads(), ")");
+  if (n_rows == static_cast<std::size_t>(-1)) n_rows = k.n_tokens();
+  DEPTHKV_CHECK(n_rows <= k.n_tokens(), where, "n_rows ", n_rows, " > view's n_tokens ", k.n_tokens());
+  detail::check_keep_list(where, keep, n_rows);
+  detail::compact_rows_unchecked(k.head(head, n_rows), keep.data(), keep.size());
+  detail::compact_rows_unchecked(v.head(head, n_rows), keep.data(), keep.size());
+  if (positions) detail::compact_values_unchecked(positions, keep.data(), keep.size());
+}
+
+}  // namespace depthkv
