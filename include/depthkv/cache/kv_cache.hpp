@@ -137,6 +137,7 @@ class kv_cache {
                     layer, " head ", h);
     }
     // Checked; now mutate.
+    if (n == 0) return;
     const std::size_t row_bytes = head_dim_ * sizeof(T);
     for (std::size_t h = 0; h < n_heads_; ++h) {
       head_store& s = at(layer, h);
