@@ -18,5 +18,8 @@
 // score/
 
 // budget/
+#include "depthkv/budget/profile.hpp"
+#include "depthkv/budget/allocate.hpp"
+#include "depthkv/budget/profiler.hpp"
 
 // pipeline
