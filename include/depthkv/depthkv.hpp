@@ -12,6 +12,7 @@
 #include "depthkv/cache/kv_cache.hpp"
 
 // select/
+#include "depthkv/select/topk_options.hpp"
 #include "depthkv/select/topk.hpp"
 #include "depthkv/select/compact.hpp"
 

@@ -1,4 +1,8 @@
 // In-place compaction: keep the listed rows of a head (or of every head of a layer), in order.
+// Rows move with SIMD row copies (fixed-size all-register paths for 64/128/256/512-byte rows,
+// i.e. head_dim 64 and 128 in f16/bf16/f32; 64-byte chunks otherwise), with software prefetch
+// of the rows ahead for large spans or dense keep lists (detail/compact_kernels.hpp); a dense
+// NHD layer moves whole token slots (all heads of a token in one copy).
 #pragma once
 
 #include <cstddef>
@@ -7,6 +11,8 @@
 #include "depthkv/cache/kv_view.hpp"
 #include "depthkv/config.hpp"
 #include "depthkv/error.hpp"
+#include "depthkv/select/detail/compact_kernels.hpp"
+#include "depthkv/select/detail/target.hpp"
 #include "depthkv/types.hpp"
 
 namespace depthkv {
@@ -22,18 +28,36 @@ inline void check_keep_list(const char* where, span<const index_t> keep, std::si
   }
 }
 
-// Moves row keep[i] to row i for every i. Pre: keep strictly ascending, < rows.n. Since
-// keep[i] >= i, a forward pass never overwrites a row it still needs.
+inline namespace DEPTHKV_TARGET_NS {
+
+// Moves row keep[i] to row i for every i on kernel path `path` (falls back to scalar when
+// `path` is not compiled in). Pre: keep strictly ascending, < rows.n. Since keep[i] >= i, a
+// forward pass never overwrites a row it still needs, and row i != row keep[i] never overlap.
 template <class T>
-void compact_rows_unchecked(rows_view<T> rows, const index_t* keep, std::size_t k) noexcept {
+void compact_rows_unchecked(isa path, rows_view<T> rows, const index_t* keep, std::size_t k) noexcept {
   static_assert(!std::is_const_v<T>, "compaction writes the rows");
-  const std::size_t bytes = rows.dim * sizeof(T);
   std::size_t i = 0;
   while (i < k && keep[i] == i) ++i;  // leading rows already in place
-  for (; i < k; ++i) {
-    std::memcpy(rows.data + static_cast<std::ptrdiff_t>(i) * rows.stride,
-                rows.data + static_cast<std::ptrdiff_t>(keep[i]) * rows.stride, bytes);
+  if (i == k) return;
+  const auto stride_bytes = rows.stride * static_cast<std::ptrdiff_t>(sizeof(T));
+  const std::size_t span = rows.n * static_cast<std::size_t>(stride_bytes < 0 ? -stride_bytes : stride_bytes);
+  const row_move m{reinterpret_cast<unsigned char*>(rows.data), stride_bytes, rows.dim * sizeof(T),
+                   span > compact_prefetch_span || 4 * k > rows.n};
+  switch (path) {
+#if DEPTHKV_HAVE_AVX512
+    case isa::avx512: return avx512::move_rows(m, keep, i, k);
+#endif
+#if DEPTHKV_HAVE_AVX2
+    case isa::avx2: return avx2::move_rows(m, keep, i, k);
+#endif
+    default: return scalar::move_rows(m, keep, i, k);
   }
+}
+
+// Same on the widest path this TU is compiled for.
+template <class T>
+void compact_rows_unchecked(rows_view<T> rows, const index_t* keep, std::size_t k) noexcept {
+  compact_rows_unchecked(best_isa, rows, keep, k);
 }
 
 // Same as compact_rows_unchecked for a plain array (positions).
@@ -42,7 +66,32 @@ void compact_values_unchecked(T* values, const index_t* keep, std::size_t k) noe
   for (std::size_t i = 0; i < k; ++i) values[i] = values[keep[i]];
 }
 
+// A dense NHD view ([token][head][dim], no padding) as one row per token slot, so a layer-wide
+// retain moves all heads of a token in one row copy. Returns false for any other layout.
+template <class T>
+bool as_token_slots(const kv_view<T>& v, rows_view<T>& slots) noexcept {
+  const auto d = static_cast<std::ptrdiff_t>(v.head_dim());
+  const auto h = static_cast<std::ptrdiff_t>(v.n_heads());
+  if (v.n_heads() == 0 || v.strides().head != d || v.strides().token != h * d) return false;
+  slots = {v.data(), v.n_tokens(), v.n_heads() * v.head_dim(), v.strides().token};
+  return true;
+}
+
+}  // inline namespace DEPTHKV_TARGET_NS
 }  // namespace detail
+
+// The public entries live in the per-ISA inline namespace too: they call ISA-specific kernels.
+inline namespace DEPTHKV_TARGET_NS {
+
+// Keeps rows keep[0..k) of `rows` as rows 0..k, in place, on kernel path `path` (for tests
+// and benchmarks; throws if `path` is not compiled in). Throws on a bad list before moving.
+template <class T>
+void compact_rows(isa path, rows_view<T> rows, span<const index_t> keep) {
+  constexpr const char* where = "depthkv::compact_rows";
+  DEPTHKV_CHECK(isa_available(path), where, "isa ", isa_name(path), " is not compiled into this translation unit");
+  detail::check_keep_list(where, keep, rows.n);
+  detail::compact_rows_unchecked(path, rows, keep.data(), keep.size());
+}
 
 // Keeps rows keep[0..k) of `rows` as rows 0..k, in place. keep: strictly ascending, < rows.n.
 // Throws depthkv::error on a bad list, before anything is moved.
@@ -63,9 +112,15 @@ void retain(kv_view<T> k, kv_view<T> v, span<const index_t> keep, pos_t* positio
   DEPTHKV_CHECK(k.shape() == v.shape(), where, "K shape [", k.n_heads(), "][", k.n_tokens(), "][",
                 k.head_dim(), "] != V shape [", v.n_heads(), "][", v.n_tokens(), "][", v.head_dim(), "]");
   detail::check_keep_list(where, keep, k.n_tokens());
-  for (std::size_t h = 0; h < k.n_heads(); ++h) {
-    detail::compact_rows_unchecked(k.head(h), keep.data(), keep.size());
-    detail::compact_rows_unchecked(v.head(h), keep.data(), keep.size());
+  rows_view<T> k_slots, v_slots;
+  if (detail::as_token_slots(k, k_slots) && detail::as_token_slots(v, v_slots)) {
+    detail::compact_rows_unchecked(k_slots, keep.data(), keep.size());
+    detail::compact_rows_unchecked(v_slots, keep.data(), keep.size());
+  } else {
+    for (std::size_t h = 0; h < k.n_heads(); ++h) {
+      detail::compact_rows_unchecked(k.head(h), keep.data(), keep.size());
+      detail::compact_rows_unchecked(v.head(h), keep.data(), keep.size());
+    }
   }
   if (positions) {
     const std::size_t rows = positions_head_stride == 0 ? 1 : k.n_heads();
@@ -92,4 +147,5 @@ void retain_head(kv_view<T> k, kv_view<T> v, std::size_t head, span<const index_
   if (positions) detail::compact_values_unchecked(positions, keep.data(), keep.size());
 }
 
+}  // inline namespace DEPTHKV_TARGET_NS
 }  // namespace depthkv

@@ -1,52 +1,129 @@
 // Top-k selection: indices of the k largest scores, emitted in ascending position order.
-// (Interim scalar implementation; the SIMD kernels replace the internals, not the API.)
+//
+// Contract (every overload, every ISA path; tests/test_topk.cpp checks each clause):
+//  - exactly min(k, n) indices, strictly ascending; k = 0 gives none, k >= n gives all;
+//  - scores rank by value: -0.0 and +0.0 are equal, -inf and +inf are ordinary values,
+//    denormals are ordinary values, and NaN (any sign or payload) ranks below every number;
+//  - ties at the threshold are broken by position: the earlier position wins;
+//  - the first n_sink and last n_recent positions are always kept and count toward k;
+//    it is an error if they alone (min(n, n_sink + n_recent) positions) exceed k.
+// Errors throw depthkv::error before anything is written.
+//
+// Method: a sampled bracket around the threshold, vectorized filter passes that shrink the
+// candidate set to the exact threshold, then one order-preserving emit pass (AVX-512:
+// compare -> compress into a register -> store; AVX2: movemask -> permutation table).
 #pragma once
 
 #include <algorithm>
-#include <cmath>
 #include <cstddef>
-#include <numeric>
-#include <vector>
 
 #include "depthkv/config.hpp"
 #include "depthkv/error.hpp"
+#include "depthkv/select/detail/topk_driver.hpp"
+#include "depthkv/select/topk_options.hpp"
 #include "depthkv/types.hpp"
 
 namespace depthkv {
 
-// Positions that are always kept and count toward k: the first n_sink and the last n_recent.
-struct topk_options {
-  std::size_t n_sink = 0;
-  std::size_t n_recent = 0;
-};
-
-// Writes the indices of the min(k, n) largest scores into out[0..), ascending, and returns
-// how many. Ties at the threshold keep the earlier position; NaN ranks below every number.
-// Throws depthkv::error if out is too small or the protected positions alone exceed k.
-inline std::size_t topk(span<const float> scores, std::size_t k, span<index_t> out, const topk_options& opt = {}) {
-  constexpr const char* where = "depthkv::topk";
-  const std::size_t n = scores.size();
+namespace detail {
+// Validates one row and returns min(k, n).
+inline std::size_t check_topk_row(const char* where, std::size_t n, std::size_t k, std::size_t out_room,
+                                  const topk_options& opt) {
   const std::size_t m = std::min(k, n);
-  DEPTHKV_CHECK(out.size() >= m, where, "out has room for ", out.size(), " indices, need ", m);
+  DEPTHKV_CHECK(out_room >= m, where, "out has room for ", out_room, " indices, need ", m);
   const std::size_t prot = std::min(n, opt.n_sink + opt.n_recent);
   DEPTHKV_CHECK(prot <= m || n == 0, where, "protected positions (n_sink ", opt.n_sink, " + n_recent ",
                 opt.n_recent, ") exceed k = ", k);
-  std::vector<index_t> order(n);
-  std::iota(order.begin(), order.end(), 0u);
-  auto is_protected = [&](index_t i) { return i < opt.n_sink || i + opt.n_recent >= n; };
-  auto better = [&](index_t a, index_t b) {
-    const bool pa = is_protected(a), pb = is_protected(b);
-    if (pa != pb) return pa;
-    const float x = scores[a], y = scores[b];
-    const bool na = std::isnan(x), nb = std::isnan(y);
-    if (na != nb) return nb;
-    if (!na && x != y) return x > y;
-    return a < b;
-  };
-  std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(m), order.end(), better);
-  std::sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(m));
-  std::copy(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(m), out.begin());
   return m;
 }
 
+inline void check_isa(const char* where, isa path) {
+  DEPTHKV_CHECK(isa_available(path), where, "isa ", isa_name(path), " is not compiled into this translation unit");
+}
+}  // namespace detail
+
+inline namespace DEPTHKV_TARGET_NS {
+
+namespace detail_select {
+template <class K>
+std::size_t run(span<const float> scores, std::size_t k, index_t* out, const topk_options& opt, topk_scratch& sc) {
+  return detail::topk_run<K>(scores.data(), scores.size(), k, out, opt, sc);
+}
+
+// Runs one validated row on the chosen path.
+inline std::size_t dispatch(isa path, span<const float> scores, std::size_t k, index_t* out, const topk_options& opt,
+                            topk_scratch& sc) {
+  switch (path) {
+#if DEPTHKV_HAVE_AVX512
+    case isa::avx512: return run<detail::avx512::topk_kernels>(scores, k, out, opt, sc);
+#endif
+#if DEPTHKV_HAVE_AVX2
+    case isa::avx2: return run<detail::avx2::topk_kernels>(scores, k, out, opt, sc);
+#endif
+    default: return run<detail::scalar::topk_kernels>(scores, k, out, opt, sc);
+  }
+}
+}  // namespace detail_select
+
+// Writes the indices of the min(k, n) largest scores into out[0..), ascending, and returns
+// how many, on the kernel path `path` (throws if that path is not compiled in). Uses and
+// grows `scratch`; allocates nothing once scratch has room for n scores.
+inline std::size_t topk(isa path, span<const float> scores, std::size_t k, span<index_t> out,
+                        const topk_options& opt, topk_scratch& scratch) {
+  constexpr const char* where = "depthkv::topk";
+  detail::check_isa(where, path);
+  detail::check_topk_row(where, scores.size(), k, out.size(), opt);
+  return detail_select::dispatch(path, scores, k, out.data(), opt, scratch);
+}
+
+// Same on the widest path this TU is compiled for, with caller-provided scratch.
+inline std::size_t topk(span<const float> scores, std::size_t k, span<index_t> out, const topk_options& opt,
+                        topk_scratch& scratch) {
+  return topk(best_isa, scores, k, out, opt, scratch);
+}
+
+// Same with temporary scratch (allocates about 8 bytes per score when n >= 2048).
+inline std::size_t topk(span<const float> scores, std::size_t k, span<index_t> out, const topk_options& opt = {}) {
+  topk_scratch scratch;
+  return topk(best_isa, scores, k, out, opt, scratch);
+}
+
+// Batched top-k over rows (one score row per kv head): row h is scores[h * score_stride ..
+// + n), its k is ks[h], and its min(ks[h], n) indices go to out[h * out_stride ..). counts (if
+// not empty, size n_rows) receives min(ks[h], n). Every row is validated before any is written.
+// Pre-conditions checked: ks.size() == n_rows, score_stride >= n, scores and out large
+// enough, out rows do not overlap (out_stride >= every min(ks[h], n) but the last).
+inline void topk_rows(isa path, span<const float> scores, std::size_t n_rows, std::size_t n, std::size_t score_stride,
+                      span<const std::size_t> ks, span<index_t> out, std::size_t out_stride, span<std::size_t> counts,
+                      const topk_options& opt, topk_scratch& scratch) {
+  constexpr const char* where = "depthkv::topk_rows";
+  detail::check_isa(where, path);
+  DEPTHKV_CHECK(ks.size() == n_rows, where, "ks has ", ks.size(), " entries, expected n_rows = ", n_rows);
+  DEPTHKV_CHECK(counts.empty() || counts.size() == n_rows, where, "counts has ", counts.size(),
+                " entries, expected 0 or n_rows = ", n_rows);
+  if (n_rows == 0) return;
+  DEPTHKV_CHECK(n_rows == 1 || score_stride >= n, where, "score_stride ", score_stride, " < n ", n);
+  DEPTHKV_CHECK((n_rows - 1) * score_stride + n <= scores.size(), where, "scores has ", scores.size(),
+                " elements, need ", (n_rows - 1) * score_stride + n, " for ", n_rows, " rows of ", n);
+  for (std::size_t h = 0; h < n_rows; ++h) {
+    const std::size_t base = h * out_stride;
+    const std::size_t room = out.size() > base ? out.size() - base : 0;
+    const std::size_t m = detail::check_topk_row(where, n, ks[h], h + 1 < n_rows ? std::min(room, out_stride) : room, opt);
+    (void)m;
+  }
+  for (std::size_t h = 0; h < n_rows; ++h) {
+    const std::size_t m = detail_select::dispatch(path, scores.subspan(h * score_stride, n), ks[h],
+                                                  out.data() + h * out_stride, opt, scratch);
+    if (!counts.empty()) counts[h] = m;
+  }
+}
+
+// Same on the widest compiled path.
+inline void topk_rows(span<const float> scores, std::size_t n_rows, std::size_t n, std::size_t score_stride,
+                      span<const std::size_t> ks, span<index_t> out, std::size_t out_stride, span<std::size_t> counts,
+                      const topk_options& opt, topk_scratch& scratch) {
+  topk_rows(best_isa, scores, n_rows, n, score_stride, ks, out, out_stride, counts, opt, scratch);
+}
+
+}  // inline namespace DEPTHKV_TARGET_NS
 }  // namespace depthkv
