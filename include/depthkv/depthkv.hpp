@@ -17,6 +17,9 @@
 #include "depthkv/select/compact.hpp"
 
 // score/
+#include "depthkv/score/window.hpp"
+#include "depthkv/score/pooling.hpp"
+#include "depthkv/score/policies.hpp"
 
 // budget/
 #include "depthkv/budget/profile.hpp"
@@ -24,3 +27,4 @@
 #include "depthkv/budget/profiler.hpp"
 
 // pipeline
+#include "depthkv/prune.hpp"

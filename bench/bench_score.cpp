@@ -1,0 +1,291 @@
+// Window-scoring kernel and whole-layer prune.
+//
+// fma_peak/<isa>: one core's f32 FMA peak, measured in this binary: a loop of 12 independent
+// FMA chains (AVX-512 zmm or AVX2 ymm). The widest one is the reference for pct_peak.
+//
+// window/<keys>/<isa>/w/head_dim/n: window_scores of one kv head (one query head, so the
+// window's w queries are the GEMM's rows) over n cached keys. GFLOPs counts the logits GEMM
+// only (2 * w * n * head_dim per call): the softmax, mask and column sums are overhead the
+// kernel has to hide. pct_peak = GFLOPs / fma_peak * 100 (peak measured at start-up, best of
+// several runs, so a noisy neighbour lowers the ratio rather than inflating it). Both use the
+// thread's CPU time.
+// Baseline: the scalar path (isa scalar) on a subset of sizes.
+//
+// prune/<part>: one layer, 8 kv heads, 32 query heads (GQA 4), head_dim 128, n = 32768 f16
+// tokens, SnapKV with a 32-query window, keep 20%: score (8 heads), select (top-k of 8 rows),
+// compact (retain on every head), and the whole prune_layer. Each iteration of compact/total
+// restores the cache first (paused timing).
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+#include <string>
+#include <random>
+#include <vector>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+#include "depthkv/prune.hpp"
+#include "depthkv/score/window.hpp"
+
+using namespace depthkv;
+
+namespace {
+
+// This thread's CPU seconds: on a shared machine the wall clock also counts the time other
+// tenants hold the core, which would make both the peak and the kernels look slower at random.
+double thread_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+}
+
+// ------------------------------------------------------------------------------ FMA peak
+template <int N>
+#if DEPTHKV_HAVE_AVX512
+__attribute__((noinline)) float fma_loop_512(long iters) {
+  __m512 a[N];
+  for (int i = 0; i < N; ++i) a[i] = _mm512_set1_ps(0.001f * float(i));
+  const __m512 b = _mm512_set1_ps(0.999f), c = _mm512_set1_ps(1e-4f);
+  for (long it = 0; it < iters; ++it) {
+#pragma GCC unroll 16
+    for (int i = 0; i < N; ++i) a[i] = _mm512_fmadd_ps(a[i], b, c);
+  }
+  alignas(64) float t[16];
+  float s = 0;
+  for (int i = 0; i < N; ++i) {
+    _mm512_store_ps(t, a[i]);
+    s += t[0];
+  }
+  return s;
+}
+#else
+float fma_loop_512(long) { return 0.f; }
+#endif
+
+template <int N>
+#if DEPTHKV_HAVE_AVX2
+__attribute__((noinline)) float fma_loop_256(long iters) {
+  __m256 a[N];
+  for (int i = 0; i < N; ++i) a[i] = _mm256_set1_ps(0.001f * float(i));
+  const __m256 b = _mm256_set1_ps(0.999f), c = _mm256_set1_ps(1e-4f);
+  for (long it = 0; it < iters; ++it) {
+#pragma GCC unroll 16
+    for (int i = 0; i < N; ++i) a[i] = _mm256_fmadd_ps(a[i], b, c);
+  }
+  alignas(32) float t[8];
+  float s = 0;
+  for (int i = 0; i < N; ++i) {
+    _mm256_store_ps(t, a[i]);
+    s += t[0];
+  }
+  return s;
+}
+#else
+float fma_loop_256(long) { return 0.f; }
+#endif
+
+constexpr int chains = 12;
+
+double flops_per_iter(isa p) { return p == isa::avx512 ? chains * 32.0 : chains * 16.0; }
+
+double run_fma(isa p, long iters) {
+  return p == isa::avx512 ? double(fma_loop_512<chains>(iters)) : double(fma_loop_256<chains>(iters));
+}
+
+// Best GFLOP/s of several ~30 ms runs on the widest path.
+double measured_peak() {
+  static const double peak = [] {
+    const isa p = isa_available(isa::avx512) ? isa::avx512 : isa::avx2;
+    if (!isa_available(p)) return 1.0;
+    const long iters = 3000000;
+    double best = 0;
+    for (int r = 0; r < 8; ++r) {
+      volatile long vit = iters;  // opaque count: the pure loop can be neither folded nor hoisted
+      const long it = vit;
+      const double t0 = thread_seconds();
+      benchmark::DoNotOptimize(run_fma(p, it));
+      const double s = thread_seconds() - t0;
+      best = std::max(best, flops_per_iter(p) * double(iters) / s / 1e9);
+    }
+    std::fprintf(stderr, "bench_score: f32 FMA peak (%s, best of 8) = %.1f GFLOP/s\n", isa_name(p), best);
+    return best;
+  }();
+  return peak;
+}
+
+void BM_fma_peak(benchmark::State& st) {
+  const isa p = static_cast<isa>(st.range(0));
+  if (!isa_available(p)) {
+    st.SkipWithError("isa not compiled in");
+    return;
+  }
+  const long iters = 1000000;
+  const double t0 = thread_seconds();
+  for (auto _ : st) {
+    volatile long vit = iters;  // opaque count: keeps the (pure) loop from being hoisted out
+    benchmark::DoNotOptimize(run_fma(p, vit));
+  }
+  st.counters["GFLOPs"] = flops_per_iter(p) * double(iters) * double(st.iterations()) * 1e-9 / (thread_seconds() - t0);
+  st.SetLabel(isa_name(p));
+}
+BENCHMARK(BM_fma_peak)->Arg(int(isa::avx512))->Arg(int(isa::avx2))->Unit(benchmark::kMillisecond);
+
+// ------------------------------------------------------------------------------ window kernel
+template <class T>
+void BM_window(benchmark::State& st) {
+  const isa p = static_cast<isa>(st.range(0));
+  const auto w = static_cast<std::size_t>(st.range(1)), d = static_cast<std::size_t>(st.range(2)),
+             n = static_cast<std::size_t>(st.range(3));
+  if (!isa_available(p)) {
+    st.SkipWithError("isa not compiled in");
+    return;
+  }
+  std::mt19937 g(7);
+  std::normal_distribution<float> nd;
+  std::vector<float> q(w * d);
+  std::vector<T> k(n * d);
+  for (auto& x : q) x = nd(g);
+  for (auto& x : k) x = T(nd(g));
+  const window_queries wq = window_queries::dense(q.data(), 1, w, d);
+  const rows_view<const T> keys{k.data(), n, d, static_cast<std::ptrdiff_t>(d)};
+  std::vector<float> out(n);
+  window_scratch ws;
+  window_options o;
+  o.path = p;
+  const double peak = measured_peak();
+  const double t0 = thread_seconds();
+  for (auto _ : st) {
+    window_scores(wq, 1, 0, keys, {}, out, ws, o);
+    benchmark::DoNotOptimize(out.data());
+  }
+  const double gflops = 2.0 * double(w) * double(n) * double(d) * double(st.iterations()) * 1e-9 / (thread_seconds() - t0);
+  st.counters["GFLOPs"] = gflops;
+  st.counters["pct_peak"] = 100.0 * gflops / peak;
+  st.SetItemsProcessed(static_cast<int64_t>(st.iterations() * n));
+  st.SetBytesProcessed(static_cast<int64_t>(st.iterations() * n * d * sizeof(T)));
+  st.SetLabel(std::string(element_name<T>()) + " " + isa_name(p));
+}
+
+void window_args(benchmark::internal::Benchmark* b) {
+  for (int p : {int(isa::avx512), int(isa::avx2)})
+    for (int n : {4096, 32768})
+      for (int d : {64, 128})
+        for (int w : {8, 16, 32, 64}) b->Args({p, w, d, n});
+  b->Args({int(isa::scalar), 16, 128, 4096});  // the obvious baseline
+  b->Unit(benchmark::kMicrosecond);
+}
+BENCHMARK_TEMPLATE(BM_window, float)->Apply(window_args);
+BENCHMARK_TEMPLATE(BM_window, f16)->Apply(window_args);
+BENCHMARK_TEMPLATE(BM_window, bf16)->Apply(window_args);
+
+// ------------------------------------------------------------------------------ whole-layer prune
+struct prune_fixture {
+  static constexpr std::size_t H = 8, Hq = 32, d = 128, n = 32768, w = 32, keep = n / 5;
+  kv_cache<f16> original{1, H, d, n};
+  kv_cache<f16> cache;
+  std::vector<float> q;
+  layer_queries lq;
+  snapkv policy;
+  prune_workspace ws;
+
+  prune_fixture() : q(Hq * w * d) {
+    std::mt19937 g(11);
+    std::normal_distribution<float> nd;
+    for (auto& x : q) x = nd(g);
+    std::vector<f16> k(H * n * d), v(H * n * d);
+    for (auto& x : k) x = f16(nd(g));
+    for (auto& x : v) x = f16(nd(g));
+    original.append(0, kv_view<const f16>::hnd(k.data(), H, n, d), kv_view<const f16>::hnd(v.data(), H, n, d),
+                    pos_t(0));
+    cache = original;
+    lq.queries = window_queries::dense(q.data(), Hq, w, d);
+    policy.n_sink = 4;
+    policy.n_recent = w;
+  }
+  static prune_fixture& get() {
+    static prune_fixture f;
+    return f;
+  }
+  void restore() { cache = original; }
+};
+
+head_input<f16> prune_input(prune_fixture& f, std::size_t h) {
+  head_input<f16> in;
+  in.kv_head = h;
+  in.n_kv_heads = prune_fixture::H;
+  in.keys = f.cache.keys(0, h);
+  in.positions = f.cache.positions(0, h);
+  in.queries = &f.lq.queries;
+  return in;
+}
+
+void BM_prune_score(benchmark::State& st) {
+  auto& f = prune_fixture::get();
+  f.restore();
+  std::vector<float> s(prune_fixture::H * prune_fixture::n);
+  const double peak = measured_peak();
+  const double t0 = thread_seconds();
+  for (auto _ : st)
+    for (std::size_t h = 0; h < prune_fixture::H; ++h)
+      f.policy.score(prune_input(f, h), span<float>(s.data() + h * prune_fixture::n, prune_fixture::n), f.ws.score);
+  const double flops = 2.0 * prune_fixture::Hq * prune_fixture::w * double(prune_fixture::n) * prune_fixture::d;
+  const double gflops = flops * double(st.iterations()) * 1e-9 / (thread_seconds() - t0);
+  st.counters["GFLOPs"] = gflops;
+  st.counters["pct_peak"] = 100.0 * gflops / peak;
+  st.SetItemsProcessed(static_cast<int64_t>(st.iterations() * prune_fixture::H * prune_fixture::n));
+}
+BENCHMARK(BM_prune_score)->Unit(benchmark::kMillisecond);
+
+void BM_prune_select(benchmark::State& st) {
+  auto& f = prune_fixture::get();
+  f.restore();
+  std::vector<float> s(prune_fixture::H * prune_fixture::n);
+  for (std::size_t h = 0; h < prune_fixture::H; ++h)
+    f.policy.score(prune_input(f, h), span<float>(s.data() + h * prune_fixture::n, prune_fixture::n), f.ws.score);
+  std::vector<index_t> out(prune_fixture::H * prune_fixture::n);
+  topk_scratch ts;
+  for (auto _ : st)
+    for (std::size_t h = 0; h < prune_fixture::H; ++h)
+      benchmark::DoNotOptimize(topk(span<const float>(s.data() + h * prune_fixture::n, prune_fixture::n),
+                                    prune_fixture::keep, span<index_t>(out.data() + h * prune_fixture::n, prune_fixture::n),
+                                    topk_options{f.policy.n_sink, f.policy.n_recent}, ts));
+  st.SetItemsProcessed(static_cast<int64_t>(st.iterations() * prune_fixture::H * prune_fixture::n));
+}
+BENCHMARK(BM_prune_select)->Unit(benchmark::kMillisecond);
+
+void BM_prune_compact(benchmark::State& st) {
+  auto& f = prune_fixture::get();
+  std::vector<index_t> keep;
+  std::mt19937 g(3);
+  for (index_t j = 0; j < prune_fixture::n; ++j)
+    if (g() % 5 == 0) keep.push_back(j);
+  for (auto _ : st) {
+    st.PauseTiming();
+    f.restore();
+    st.ResumeTiming();
+    for (std::size_t h = 0; h < prune_fixture::H; ++h) f.cache.retain(0, h, keep);
+  }
+  st.SetBytesProcessed(static_cast<int64_t>(st.iterations() * prune_fixture::H * keep.size() * f.cache.row_bytes()));
+}
+BENCHMARK(BM_prune_compact)->Unit(benchmark::kMillisecond);
+
+void BM_prune_total(benchmark::State& st) {
+  auto& f = prune_fixture::get();
+  for (auto _ : st) {
+    st.PauseTiming();
+    f.restore();
+    st.ResumeTiming();
+    prune_layer(f.cache, 0, prune_fixture::keep, f.policy, f.ws, f.lq);
+  }
+  st.SetItemsProcessed(static_cast<int64_t>(st.iterations() * prune_fixture::H * prune_fixture::n));
+}
+BENCHMARK(BM_prune_total)->Unit(benchmark::kMillisecond);
+
+}  // namespace
+
+BENCHMARK_MAIN();

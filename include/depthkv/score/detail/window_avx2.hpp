@@ -1,0 +1,94 @@
+// AVX2+FMA vector traits for the window-scoring kernel (8 f32 lanes, 16 registers).
+#pragma once
+
+#include "depthkv/config.hpp"
+
+#if DEPTHKV_HAVE_AVX2
+#include <immintrin.h>
+
+#include <cstddef>
+#include <cstring>
+#include <type_traits>
+
+#include "depthkv/score/detail/window_simd.hpp"
+#include "depthkv/types.hpp"
+
+namespace depthkv::detail::avx2 {
+
+struct window_vt {
+  using reg = __m256;
+  static constexpr std::size_t lanes = 8;
+  static constexpr int mk1 = 12;  // 12 accumulators + 1 query vector + 1 broadcast
+  static constexpr int mk2 = 6;   // 12 accumulators + 2 query vectors + 1 broadcast
+  static constexpr int mkp = 6;   // pair tiles: same register budget
+
+  static reg zero() noexcept { return _mm256_setzero_ps(); }
+  static reg load(const float* p) noexcept { return _mm256_loadu_ps(p); }
+  static void store(float* p, reg v) noexcept { _mm256_storeu_ps(p, v); }
+  static reg set1(float x) noexcept { return _mm256_set1_ps(x); }
+  static reg fmadd(reg a, reg b, reg c) noexcept { return _mm256_fmadd_ps(a, b, c); }
+  static reg add(reg a, reg b) noexcept { return _mm256_add_ps(a, b); }
+  static reg sub(reg a, reg b) noexcept { return _mm256_sub_ps(a, b); }
+  static reg mul(reg a, reg b) noexcept { return _mm256_mul_ps(a, b); }
+  static reg max(reg a, reg b) noexcept { return _mm256_max_ps(a, b); }
+  // (p[0], p[1]) repeated in every 64-bit pair of lanes.
+  static reg bcast2(const float* p) noexcept {
+    double x;
+    std::memcpy(&x, p, sizeof x);
+    return _mm256_castpd_ps(_mm256_set1_pd(x));
+  }
+  // Lanes 2i, 2i+1 of a summed into lane i, of b into lane 4 + i.
+  static reg pair_sum(reg a, reg b) noexcept {
+    // hadd: [a01 a23 b01 b23 | a45 a67 b45 b67] -> 64-bit lanes (0, 2, 1, 3).
+    const __m256 h = _mm256_hadd_ps(a, b);
+    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(h), 0xD8));
+  }
+  static float reduce_add(reg v) noexcept {
+    const __m128 q = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    const __m128 p = _mm_add_ps(q, _mm_movehl_ps(q, q));
+    return _mm_cvtss_f32(_mm_add_ss(p, _mm_movehdup_ps(p)));
+  }
+  // 2^x for x <= 0 (-inf and x < -126.5 -> 0, NaN -> NaN); relative error ~1e-7.
+  static reg exp2(reg x) noexcept {
+    x = _mm256_max_ps(_mm256_set1_ps(-127.f), x);  // NaN in x survives (max returns 2nd operand)
+    const reg n = _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const reg f = _mm256_sub_ps(x, n);
+    reg p = _mm256_set1_ps(1.5252733804059840e-5f);
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.5403530393381608e-4f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.3333558146428443e-3f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(9.6181291076284772e-3f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(5.5504108664821580e-2f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(2.4022650695910071e-1f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(6.9314718055994531e-1f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.f));
+    // 2^n from the exponent bits; n = -127 gives the bit pattern of +0.0.
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+  }
+  template <class T>
+  static void convert_row(const T* src, float* dst, std::size_t d) noexcept {
+    std::size_t i = 0;
+    const std::size_t vend = d - d % 8;
+    if constexpr (std::is_same_v<T, f16>) {
+#if defined(__F16C__)
+      for (; i < vend; i += 8)
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
+#endif
+    } else if constexpr (std::is_same_v<T, bf16>) {
+      for (; i < vend; i += 8) {
+        const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i)));
+        _mm256_storeu_ps(dst + i, _mm256_castsi256_ps(_mm256_slli_epi32(w, 16)));
+      }
+    }
+    // Tail (< 8 elements when vectorised; the whole row for f32 / without F16C).
+    for (std::size_t t = i; t < d; ++t) dst[t] = static_cast<float>(src[t]);
+  }
+};
+
+template <class T>
+void window_kernel(const window_job& job, const T* keys, std::ptrdiff_t k_stride, float* out, float* scratch) noexcept {
+  window_simd<window_vt>::run(job, keys, k_stride, out, scratch);
+}
+
+}  // namespace depthkv::detail::avx2
+#endif

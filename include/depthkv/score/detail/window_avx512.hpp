@@ -1,0 +1,103 @@
+// AVX-512 vector traits for the window-scoring kernel (16 f32 lanes, 32 registers).
+#pragma once
+
+#include "depthkv/config.hpp"
+
+#if DEPTHKV_HAVE_AVX512
+#include <immintrin.h>
+
+// GCC 12's AVX-512 intrinsics use a self-initialised "undefined" source operand that trips
+// -Wmaybe-uninitialized once inlined; the warning is spurious (the lanes are all overwritten).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+
+#include <cstddef>
+#include <cstring>
+#include <type_traits>
+
+#include "depthkv/score/detail/window_simd.hpp"
+#include "depthkv/types.hpp"
+
+namespace depthkv::detail::avx512 {
+
+struct window_vt {
+  using reg = __m512;
+  static constexpr std::size_t lanes = 16;
+  static constexpr int mk1 = 24;  // 24 accumulators + 1 query vector
+  static constexpr int mk2 = 12;  // 24 accumulators + 2 query vectors
+  static constexpr int mkp = 12;  // pair tiles: 24 accumulators + 2 query vectors + broadcast
+
+  static reg zero() noexcept { return _mm512_setzero_ps(); }
+  static reg load(const float* p) noexcept { return _mm512_loadu_ps(p); }
+  static void store(float* p, reg v) noexcept { _mm512_storeu_ps(p, v); }
+  static reg set1(float x) noexcept { return _mm512_set1_ps(x); }
+  static reg fmadd(reg a, reg b, reg c) noexcept { return _mm512_fmadd_ps(a, b, c); }
+  static reg add(reg a, reg b) noexcept { return _mm512_add_ps(a, b); }
+  static reg sub(reg a, reg b) noexcept { return _mm512_sub_ps(a, b); }
+  static reg mul(reg a, reg b) noexcept { return _mm512_mul_ps(a, b); }
+  static reg max(reg a, reg b) noexcept { return _mm512_max_ps(a, b); }
+  // (p[0], p[1]) repeated in every 64-bit pair of lanes.
+  static reg bcast2(const float* p) noexcept {
+    double x;
+    std::memcpy(&x, p, sizeof x);
+    return _mm512_castpd_ps(_mm512_set1_pd(x));
+  }
+  // Lanes 2i, 2i+1 of a summed into lane i, of b into lane 8 + i.
+  static reg pair_sum(reg a, reg b) noexcept {
+    const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i od = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    return _mm512_add_ps(_mm512_permutex2var_ps(a, ev, b), _mm512_permutex2var_ps(a, od, b));
+  }
+  static float reduce_add(reg v) noexcept {
+    const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+    const __m128 q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    const __m128 p = _mm_add_ps(q, _mm_movehl_ps(q, q));
+    return _mm_cvtss_f32(_mm_add_ss(p, _mm_movehdup_ps(p)));
+  }
+  // 2^x for x <= 0 (and -inf -> 0, NaN -> NaN); relative error ~1e-7.
+  static reg exp2(reg x) noexcept {
+    x = _mm512_max_ps(_mm512_set1_ps(-200.f), x);  // NaN in x survives (max returns 2nd operand)
+    const reg n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const reg f = _mm512_sub_ps(x, n);  // [-0.5, 0.5]
+    reg p = _mm512_set1_ps(1.5252733804059840e-5f);
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.5403530393381608e-4f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.3333558146428443e-3f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.6181291076284772e-3f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5504108664821580e-2f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022650695910071e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.9314718055994531e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.f));
+    return _mm512_scalef_ps(p, n);
+  }
+  template <class T>
+  static void convert_row(const T* src, float* dst, std::size_t d) noexcept {
+    std::size_t i = 0;
+    const std::size_t vend = d - d % 16;
+    if constexpr (std::is_same_v<T, f16>) {
+      for (; i < vend; i += 16)
+        _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i))));
+    } else if constexpr (std::is_same_v<T, bf16>) {
+      for (; i < vend; i += 16) {
+        const __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i)));
+        _mm512_storeu_ps(dst + i, _mm512_castsi512_ps(_mm512_slli_epi32(w, 16)));
+      }
+    }
+    // Tail (< 16 elements when vectorised; the whole row for f32 / without F16C).
+    for (std::size_t t = i; t < d; ++t) dst[t] = static_cast<float>(src[t]);
+  }
+};
+
+template <class T>
+void window_kernel(const window_job& job, const T* keys, std::ptrdiff_t k_stride, float* out, float* scratch) noexcept {
+  window_simd<window_vt>::run(job, keys, k_stride, out, scratch);
+}
+
+}  // namespace depthkv::detail::avx512
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+#endif

@@ -1,0 +1,390 @@
+// The SIMD window-scoring kernel, written once over a vector-traits type VT (one per ISA, in
+// an ISA-named namespace, so each instantiation is a distinct symbol).
+//
+// Structure (per kv head): the g*w query rows of the GQA group are cut into tiles of V or 2V
+// rows (one lane per query row). For each tile, the queries are packed transposed and
+// pre-scaled, QT[dd][lane] = q[lane][dd] * scale * log2(e), so the logits tile is a small GEMM
+// L[j][lane] = sum_dd K[j][dd] * QT[dd][lane] computed with MK keys x MV vectors of register
+// accumulators (each key element broadcast once and used MV times). Tiles of <= V rows would use
+// each broadcast once; they pair up head_dim instead (micro_pair: a 64-bit broadcast of two key
+// elements feeds two FMAs). Keys stream in blocks; f16
+// and bf16 blocks are converted to f32 once per block and reused by every tile. The logits of
+// up to `super_rows` rows are kept ([tile][n][lanes]); then per tile: causal mask of the last
+// keys, exp2(L - max) with the row sums, and column sums weighted by 1/rowsum.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <type_traits>
+
+#include "depthkv/score/detail/window_common.hpp"
+
+namespace depthkv::detail {
+
+// Scratch layout of the SIMD kernel (floats).
+struct window_simd_plan {
+  static constexpr std::size_t super_rows = 64;  // query rows whose logits are held at once
+  static constexpr std::size_t key_block = 96;   // keys converted / streamed per block
+  static std::size_t floats(std::size_t n, std::size_t d, std::size_t g) noexcept {
+    return super_rows * d            // packed queries of one super-tile
+           + super_rows * n          // logits of one super-tile
+           + (key_block + 32) * d    // converted key block + zero-padded tail tile
+           + 4 * super_rows          // per-lane max / 1/rowsum / limits
+           + g * n                   // per-head sums (max reduction)
+           + 64;                     // alignment slack
+  }
+};
+
+template <class VT>
+struct window_simd {
+  using reg = typename VT::reg;
+  static constexpr std::size_t V = VT::lanes;
+  static constexpr int MK1 = VT::mk1;  // keys per micro-tile with one vector of queries
+  static constexpr int MK2 = VT::mk2;  // keys per micro-tile with two vectors of queries
+
+  struct tile {
+    std::size_t row0 = 0, rows = 0, width = 0;  // first concatenated row, real rows, lanes (V or 2V)
+    std::size_t lim_min = 0;                    // keys below it are visible to every real row
+    int kind = 0;                               // 0 plain, 1 pair, 2 half pair (see micro_pair)
+    float* qt = nullptr;                        // [d][width]
+    float* L = nullptr;                         // [n][width]
+    float* mx = nullptr;                        // [width]
+    std::size_t* lim = nullptr;                 // [width]
+  };
+
+  // acc[k][v] = sum_dd keys[k][dd] * qt[dd][v]; stores the rows and folds the first `max_rows`
+  // into the running per-lane maximum.
+  template <int MV, int MK>
+  static inline void micro(const float* DEPTHKV_RESTRICT qt, const float* DEPTHKV_RESTRICT k, std::ptrdiff_t ks,
+                           std::size_t d, float* DEPTHKV_RESTRICT L, float* DEPTHKV_RESTRICT mx, int max_rows,
+                           const float* next) noexcept {
+    constexpr std::size_t W = MV * V;
+    reg acc[MK][MV];
+#pragma GCC unroll 32
+    for (int a = 0; a < MK; ++a)
+#pragma GCC unroll 4
+      for (int v = 0; v < MV; ++v) acc[a][v] = VT::zero();
+    std::size_t dd = 0;
+    for (; dd + 16 <= d; dd += 16) {
+      if (next) {
+#pragma GCC unroll 32
+        for (int a = 0; a < MK; ++a) __builtin_prefetch(next + a * ks + static_cast<std::ptrdiff_t>(dd), 0, 3);
+      }
+#pragma GCC unroll 16
+      for (std::size_t e = 0; e < 16; ++e) {
+        reg qv[MV];
+#pragma GCC unroll 4
+        for (int v = 0; v < MV; ++v) qv[v] = VT::load(qt + (dd + e) * W + v * V);
+#pragma GCC unroll 32
+        for (int a = 0; a < MK; ++a) {
+          const reg b = VT::set1(k[a * ks + static_cast<std::ptrdiff_t>(dd + e)]);
+#pragma GCC unroll 4
+          for (int v = 0; v < MV; ++v) acc[a][v] = VT::fmadd(b, qv[v], acc[a][v]);
+        }
+      }
+    }
+    for (std::size_t rem = d - dd; rem > 0 && rem < 16; --rem, ++dd) {
+      reg qv[MV];
+      for (int v = 0; v < MV; ++v) qv[v] = VT::load(qt + dd * W + v * V);
+      for (int a = 0; a < MK; ++a) {
+        const reg b = VT::set1(k[a * ks + static_cast<std::ptrdiff_t>(dd)]);
+        for (int v = 0; v < MV; ++v) acc[a][v] = VT::fmadd(b, qv[v], acc[a][v]);
+      }
+    }
+#pragma GCC unroll 32
+    for (int a = 0; a < MK; ++a)
+#pragma GCC unroll 4
+      for (int v = 0; v < MV; ++v) VT::store(L + a * W + v * V, acc[a][v]);
+    if (max_rows >= MK) {
+#pragma GCC unroll 4
+      for (int v = 0; v < MV; ++v) {
+        reg m = VT::load(mx + v * V);
+#pragma GCC unroll 32
+        for (int a = 0; a < MK; ++a) m = VT::max(m, acc[a][v]);
+        VT::store(mx + v * V, m);
+      }
+    } else if (max_rows > 0) {
+      for (int v = 0; v < MV; ++v) {
+        reg m = VT::load(mx + v * V);
+        for (int a = 0; a < MK; ++a)
+          if (a < max_rows) m = VT::max(m, VT::load(L + a * W + v * V));
+        VT::store(mx + v * V, m);
+      }
+    }
+  }
+
+  // One-vector tiles (<= V query rows) would need one broadcast load per FMA. Instead pair up
+  // head_dim: lanes hold (query, dd parity) for V/2 queries, a 64-bit broadcast loads
+  // (k[dd], k[dd+1]) once for two FMAs (queries 0..V/2-1 and V/2..V-1), and pair_sum folds the
+  // parities at the end. qt: [d/2][NQ][V] (see qt_index); d must be even. NQ = 1 serves tiles of
+  // <= V/2 rows (a second vector would be all padding).
+  template <int MK, int NQ>
+  static inline void micro_pair(const float* DEPTHKV_RESTRICT qt, const float* DEPTHKV_RESTRICT k, std::ptrdiff_t ks,
+                                std::size_t d, float* DEPTHKV_RESTRICT L, float* DEPTHKV_RESTRICT mx, int max_rows,
+                                const float* next) noexcept {
+    reg acc[MK][NQ];
+#pragma GCC unroll 32
+    for (int a = 0; a < MK; ++a)
+#pragma GCC unroll 2
+      for (int v = 0; v < NQ; ++v) acc[a][v] = VT::zero();
+    const std::size_t dp_n = d / 2;
+    std::size_t dp = 0;
+    for (; dp + 8 <= dp_n; dp += 8) {
+      if (next) {
+#pragma GCC unroll 32
+        for (int a = 0; a < MK; ++a) __builtin_prefetch(next + a * ks + static_cast<std::ptrdiff_t>(2 * dp), 0, 3);
+      }
+#pragma GCC unroll 8
+      for (std::size_t e = 0; e < 8; ++e) {
+        reg qv[NQ];
+#pragma GCC unroll 2
+        for (int v = 0; v < NQ; ++v) qv[v] = VT::load(qt + ((dp + e) * NQ + v) * V);
+#pragma GCC unroll 32
+        for (int a = 0; a < MK; ++a) {
+          const reg b = VT::bcast2(k + a * ks + static_cast<std::ptrdiff_t>(2 * (dp + e)));
+#pragma GCC unroll 2
+          for (int v = 0; v < NQ; ++v) acc[a][v] = VT::fmadd(b, qv[v], acc[a][v]);
+        }
+      }
+    }
+    for (std::size_t rem = dp_n - dp; rem > 0 && rem < 8; --rem, ++dp) {
+      reg qv[NQ];
+      for (int v = 0; v < NQ; ++v) qv[v] = VT::load(qt + (dp * NQ + v) * V);
+      for (int a = 0; a < MK; ++a) {
+        const reg b = VT::bcast2(k + a * ks + static_cast<std::ptrdiff_t>(2 * dp));
+        for (int v = 0; v < NQ; ++v) acc[a][v] = VT::fmadd(b, qv[v], acc[a][v]);
+      }
+    }
+    reg m = VT::load(mx);
+#pragma GCC unroll 32
+    for (int a = 0; a < MK; ++a) {
+      const reg r = VT::pair_sum(acc[a][0], NQ == 2 ? acc[a][NQ - 1] : VT::zero());
+      VT::store(L + a * V, r);
+      if (a < max_rows) m = VT::max(m, r);
+    }
+    VT::store(mx, m);
+  }
+
+  // Logits of keys [j0, j0 + nb) (rows at kp with stride ks) for one tile.
+  template <int MV, int MK, int KIND = 0>  // KIND: 0 plain, 1 pair (NQ 2), 2 half pair (NQ 1)
+  static void block(const tile& t, const float* kp, std::ptrdiff_t ks, std::size_t j0, std::size_t nb,
+                    std::size_t d, float* pad) noexcept {
+    constexpr std::size_t W = MV * V;
+    static_assert(KIND == 0 || MV == 1, "pair tiles are one vector wide");
+    std::size_t a = 0;
+    for (; a + MK <= nb; a += MK) {
+      const std::size_t j = j0 + a;
+      const int max_rows = t.lim_min > j ? static_cast<int>(std::min<std::size_t>(MK, t.lim_min - j)) : 0;
+      const float* next = a + 2 * MK <= nb ? kp + static_cast<std::ptrdiff_t>(a + MK) * ks : nullptr;
+      if constexpr (KIND != 0)
+        micro_pair<MK, KIND == 1 ? 2 : 1>(t.qt, kp + static_cast<std::ptrdiff_t>(a) * ks, ks, d, t.L + j * W, t.mx, max_rows, next);
+      else
+        micro<MV, MK>(t.qt, kp + static_cast<std::ptrdiff_t>(a) * ks, ks, d, t.L + j * W, t.mx, max_rows, next);
+    }
+    if (a < nb) {  // tail: zero-padded copy, then store only the real rows
+      const std::size_t r = nb - a;
+      for (std::size_t i = 0; i < r; ++i)
+        std::memcpy(pad + i * d, kp + static_cast<std::ptrdiff_t>(a + i) * ks, d * sizeof(float));
+      std::memset(pad + r * d, 0, (MK - r) * d * sizeof(float));
+      alignas(64) float tmp[MK * W];
+      const std::size_t j = j0 + a;
+      const int max_rows = t.lim_min > j ? static_cast<int>(std::min<std::size_t>(r, t.lim_min - j)) : 0;
+      if constexpr (KIND != 0)
+        micro_pair<MK, KIND == 1 ? 2 : 1>(t.qt, pad, static_cast<std::ptrdiff_t>(d), d, tmp, t.mx, max_rows, nullptr);
+      else
+        micro<MV, MK>(t.qt, pad, static_cast<std::ptrdiff_t>(d), d, tmp, t.mx, max_rows, nullptr);
+      std::memcpy(t.L + j * W, tmp, r * W * sizeof(float));
+    }
+  }
+
+  // Mask, softmax and column sums of one tile; adds its contribution to acc[n].
+  static void finish(const tile& t, std::size_t n, float* acc) noexcept {
+    const float ninf = -std::numeric_limits<float>::infinity();
+    const std::size_t W = t.width;
+    // Causal mask for the keys some real row may not see (lanes are independent).
+    for (std::size_t j = t.lim_min; j < n; ++j) {
+      float* row = t.L + j * W;
+      for (std::size_t l = 0; l < W; ++l) {
+        if (j >= t.lim[l]) row[l] = ninf;
+        else t.mx[l] = std::max(t.mx[l], row[l]);
+      }
+    }
+    for (std::size_t l = 0; l < W; ++l)
+      if (!(t.mx[l] > ninf)) t.mx[l] = 0.f;  // a row that sees no key: all zeros below
+    // exp2(L - max) in place, row sums blocked (f32 within a block, double across blocks).
+    double z[2 * V] = {};
+    constexpr std::size_t zb = 512;
+    const std::size_t nv = W / V;
+    for (std::size_t j0 = 0; j0 < n; j0 += zb) {
+      const std::size_t j1 = std::min(n, j0 + zb);
+      for (std::size_t v = 0; v < nv; ++v) {
+        const reg m = VT::load(t.mx + v * V);
+        reg s0 = VT::zero(), s1 = VT::zero();
+        std::size_t j = j0;
+        for (; j + 2 <= j1; j += 2) {
+          float* p0 = t.L + j * W + v * V;
+          float* p1 = p0 + W;
+          const reg e0 = VT::exp2(VT::sub(VT::load(p0), m));
+          const reg e1 = VT::exp2(VT::sub(VT::load(p1), m));
+          VT::store(p0, e0);
+          VT::store(p1, e1);
+          s0 = VT::add(s0, e0);
+          s1 = VT::add(s1, e1);
+        }
+        if (j < j1) {
+          float* p0 = t.L + j * W + v * V;
+          const reg e0 = VT::exp2(VT::sub(VT::load(p0), m));
+          VT::store(p0, e0);
+          s0 = VT::add(s0, e0);
+        }
+        alignas(64) float tmp[V];
+        VT::store(tmp, VT::add(s0, s1));
+        for (std::size_t l = 0; l < V; ++l) z[v * V + l] += tmp[l];
+      }
+    }
+    // 1/rowsum per lane (0 for padding lanes and rows that see nothing), reusing mx.
+    for (std::size_t l = 0; l < W; ++l)
+      t.mx[l] = l >= t.rows ? 0.f : z[l] > 0.0 ? static_cast<float>(1.0 / z[l]) : z[l] != z[l] ? z_nan(z[l]) : 0.f;
+    // Column sums: acc[j] += sum_lane P[j][lane] / rowsum[lane].
+    if (nv == 1) {
+      const reg iz = VT::load(t.mx);
+      std::size_t j = 0;
+      for (; j + 4 <= n; j += 4) {
+        const float* p = t.L + j * W;
+        acc[j] += VT::reduce_add(VT::mul(VT::load(p), iz));
+        acc[j + 1] += VT::reduce_add(VT::mul(VT::load(p + W), iz));
+        acc[j + 2] += VT::reduce_add(VT::mul(VT::load(p + 2 * W), iz));
+        acc[j + 3] += VT::reduce_add(VT::mul(VT::load(p + 3 * W), iz));
+      }
+      for (; j < n; ++j) acc[j] += VT::reduce_add(VT::mul(VT::load(t.L + j * W), iz));
+    } else {
+      const reg iz0 = VT::load(t.mx), iz1 = VT::load(t.mx + V);
+      for (std::size_t j = 0; j < n; ++j) {
+        const float* p = t.L + j * W;
+        acc[j] += VT::reduce_add(VT::fmadd(VT::load(p + V), iz1, VT::mul(VT::load(p), iz0)));
+      }
+    }
+  }
+
+  // Where query lane l, element dd goes in a tile's packed queries: [d][width] (kind 0), or for
+  // pair tiles [d/2][NQ][V] with lane 2i + (dd & 1) of vector l / (V/2) holding query l.
+  static std::size_t qt_index(int kind, std::size_t width, std::size_t l, std::size_t dd) noexcept {
+    if (kind == 0) return dd * width + l;
+    const std::size_t nq = kind == 1 ? 2 : 1;
+    const std::size_t v = l / (V / 2), i = l % (V / 2);
+    return ((dd / 2) * nq + v) * V + 2 * i + (dd & 1);
+  }
+
+  template <class T>
+  static void run(const window_job& job, const T* keys, std::ptrdiff_t k_stride, float* out, float* scratch) noexcept {
+    const std::size_t n = job.n, d = job.d, g = job.g, w = job.w;
+    constexpr std::size_t SR = window_simd_plan::super_rows, KB = window_simd_plan::key_block;
+    // Carve the scratch (64-byte aligned pieces).
+    auto align = [](float* p) {
+      const auto u = reinterpret_cast<std::uintptr_t>(p);
+      return reinterpret_cast<float*>((u + 63) & ~std::uintptr_t(63));
+    };
+    float* qt_all = align(scratch);
+    float* L_all = qt_all + SR * d;
+    float* kbuf = L_all + SR * n;
+    float* pad = kbuf + KB * d;
+    float* mx_all = pad + 32 * d;
+    std::size_t* lim_all = reinterpret_cast<std::size_t*>(mx_all + SR);  // 2*SR floats = SR size_t
+    float* hsum = mx_all + 3 * SR;
+    static_assert(sizeof(std::size_t) <= 2 * sizeof(float), "scratch layout");
+
+    const float ninf = -std::numeric_limits<float>::infinity();
+    for (std::size_t j = 0; j < n; ++j) out[j] = 0.f;
+    if (job.reduce_max)
+      for (std::size_t j = 0; j < g * n; ++j) hsum[j] = 0.f;
+
+    const std::size_t total = g * w;
+    const float s = job.qscale * log2e_f;
+    const bool pair_ok = d % 2 == 0;  // pair tiles read k[dd + 1]: whole pairs only
+    std::size_t row = 0;
+    while (row < total) {
+      // Build the tiles of one super-tile (tiles never straddle heads when reducing with max).
+      tile tiles[SR / V];
+      std::size_t nt = 0, used = 0;
+      while (row < total && used < SR) {
+        std::size_t avail = total - row;
+        if (job.reduce_max) avail = std::min(avail, w - row % w);
+        const std::size_t cap = std::min<std::size_t>(2 * V, SR - used);
+        const std::size_t rows = std::min(avail, cap);
+        tile& t = tiles[nt++];
+        t.row0 = row;
+        t.rows = rows;
+        t.width = rows <= V ? V : 2 * V;
+        t.kind = t.width == V && pair_ok ? (rows <= V / 2 ? 2 : 1) : 0;
+        t.qt = qt_all + used * d;
+        t.L = L_all + used * n;
+        t.mx = mx_all + used;
+        t.lim = lim_all + used;
+        t.lim_min = n;
+        for (std::size_t l = 0; l < t.width; ++l) {
+          t.mx[l] = ninf;
+          if (l < rows) {
+            const std::size_t r = row + l, h = r / w, i = r % w;
+            t.lim[l] = job.limit[i];
+            t.lim_min = std::min(t.lim_min, t.lim[l]);
+            const float* q = job.q + static_cast<std::ptrdiff_t>(h) * job.q_hs + static_cast<std::ptrdiff_t>(i) * job.q_rs;
+            for (std::size_t dd = 0; dd < d; ++dd) t.qt[qt_index(t.kind, t.width, l, dd)] = q[dd] * s;
+          } else {
+            t.lim[l] = n;
+            if (t.kind != 2 || l < V / 2)  // half-pair tiles have no slots for lanes >= V/2 (they read 0)
+              for (std::size_t dd = 0; dd < d; ++dd) t.qt[qt_index(t.kind, t.width, l, dd)] = 0.f;
+          }
+        }
+        used += t.width;
+        row += rows;
+      }
+      // Logits of every tile, key block by key block.
+      for (std::size_t j0 = 0; j0 < n; j0 += KB) {
+        const std::size_t nb = std::min(KB, n - j0);
+        const float* kp;
+        std::ptrdiff_t ks;
+        if constexpr (std::is_same_v<T, float>) {
+          kp = keys + static_cast<std::ptrdiff_t>(j0) * k_stride;
+          ks = k_stride;
+        } else {
+          // Convert this block; prefetch the next one, which then arrives during this block's GEMM
+          // (the conversion would otherwise stall on memory with the FMA units idle).
+          const std::size_t row_bytes = d * sizeof(T);
+          for (std::size_t a = 0; a < nb; ++a) {
+            VT::convert_row(keys + static_cast<std::ptrdiff_t>(j0 + a) * k_stride, kbuf + a * d, d);
+            if (j0 + KB + a < n) {
+              const char* r = reinterpret_cast<const char*>(keys + static_cast<std::ptrdiff_t>(j0 + KB + a) * k_stride);
+              for (std::size_t off = 0; off < row_bytes; off += 64) __builtin_prefetch(r + off, 0, 2);
+            }
+          }
+          kp = kbuf;
+          ks = static_cast<std::ptrdiff_t>(d);
+        }
+        for (std::size_t ti = 0; ti < nt; ++ti) {
+          if (tiles[ti].kind == 1) block<1, VT::mkp, 1>(tiles[ti], kp, ks, j0, nb, d, pad);
+          else if (tiles[ti].kind == 2) block<1, MK1, 2>(tiles[ti], kp, ks, j0, nb, d, pad);
+          else if (tiles[ti].width == V) block<1, MK1>(tiles[ti], kp, ks, j0, nb, d, pad);
+          else block<2, MK2>(tiles[ti], kp, ks, j0, nb, d, pad);
+        }
+      }
+      for (std::size_t ti = 0; ti < nt; ++ti) {
+        const tile& t = tiles[ti];
+        float* acc = job.reduce_max ? hsum + (t.row0 / w) * n : out;
+        finish(t, n, acc);
+      }
+    }
+    if (job.reduce_max) {
+      for (std::size_t j = 0; j < n; ++j) out[j] = hsum[j];
+      for (std::size_t h = 1; h < g; ++h)
+        for (std::size_t j = 0; j < n; ++j) out[j] = std::max(out[j], hsum[h * n + j]);
+    } else {
+      const float inv_g = 1.f / static_cast<float>(g);
+      for (std::size_t j = 0; j < n; ++j) out[j] *= inv_g;
+    }
+  }
+};
+
+}  // namespace depthkv::detail
