@@ -1,0 +1,127 @@
+// minillama engine: decode speed and attention time per token at long context with the full
+// cache and with 50% / 20% kept; prune overhead (score + select + compact) against prefill.
+// Random weights (the numbers do not depend on what the weights are).
+#include <benchmark/benchmark.h>
+
+#include <chrono>
+#include <memory>
+#include <vector>
+
+#include "minillama/evict.hpp"
+#include "minillama/policy_prune.hpp"
+#include "minillama/session.hpp"
+
+namespace {
+
+using namespace minillama;
+
+// dim 512, 8 heads of 64 (4 kv heads), 4 layers, hidden 1024: attention and matmuls of the
+// same order at 4K context, so the effect of pruning on both is visible.
+const model& bench_model() {
+  static const model m = [] {
+    config c;
+    c.dim = 512;
+    c.hidden_dim = 1024;
+    c.n_layers = 4;
+    c.n_heads = 8;
+    c.n_kv_heads = 4;
+    c.vocab_size = 256;
+    c.seq_len = 8192;
+    return make_random_model(c, 99);
+  }();
+  return m;
+}
+
+// A session whose cache holds `context` random rows per head (positions 0..context-1), then
+// streaming-pruned to keep_pct % of them (sink 4 + most recent).
+std::unique_ptr<session> filled_session(std::size_t context, int keep_pct) {
+  const model& m = bench_model();
+  auto s = std::make_unique<session>(m, context + 64);
+  const std::size_t H = static_cast<std::size_t>(m.cfg.n_kv_heads), hd = static_cast<std::size_t>(m.cfg.head_dim());
+  std::vector<float> k(context * H * hd), v(k.size());
+  std::uint64_t st = 5;
+  for (auto& x : k) x = uniform_pm1(st);
+  for (auto& x : v) x = uniform_pm1(st);
+  for (std::size_t l = 0; l < s->cache().n_layers(); ++l)
+    s->cache().append(l, depthkv::kv_view<const float>::nhd(k.data(), context, H, hd),
+                      depthkv::kv_view<const float>::nhd(v.data(), context, H, hd), depthkv::pos_t{0});
+  s->set_position(context);
+  const std::size_t keep = context * static_cast<std::size_t>(keep_pct) / 100;
+  if (keep < context) {
+    s->prune(make_count_pruner(std::vector<std::size_t>(s->cache().n_layers(), keep), selection::streaming, 4, 0));
+  }
+  return s;
+}
+
+// Decode one token per iteration at `context` (arg 0) tokens with keep_pct (arg 1) % kept.
+void BM_decode(benchmark::State& state) {
+  const auto context = static_cast<std::size_t>(state.range(0));
+  const int keep_pct = static_cast<int>(state.range(1));
+  auto s = filled_session(context, keep_pct);
+  const std::size_t pos = s->position();
+  const double attn0 = s->attention_seconds();
+  std::vector<depthkv::index_t> all;
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(s->decode(7));
+    state.PauseTiming();  // drop the appended row so every iteration sees the same cache
+    for (std::size_t l = 0; l < s->cache().n_layers(); ++l)
+      for (std::size_t g = 0; g < s->cache().n_kv_heads(); ++g) {
+        const std::size_t n = s->cache().length(l, g) - 1;
+        all.resize(n);
+        for (std::size_t i = 0; i < n; ++i) all[i] = static_cast<depthkv::index_t>(i);
+        s->cache().retain(l, g, depthkv::span<const depthkv::index_t>(all));
+      }
+    s->set_position(pos);
+    state.ResumeTiming();
+  }
+  const double n = static_cast<double>(state.iterations());
+  state.SetItemsProcessed(state.iterations());  // tokens
+  state.counters["attn_us_per_token"] = (s->attention_seconds() - attn0) / n * 1e6;
+  state.counters["kept_rows_per_head"] = static_cast<double>(s->cache().length(0, 0));
+  state.counters["kv_MiB"] = static_cast<double>(s->cache().bytes_in_use()) / (1 << 20);
+}
+BENCHMARK(BM_decode)
+    ->ArgNames({"context", "keep_pct"})
+    ->Args({4096, 100})
+    ->Args({4096, 50})
+    ->Args({4096, 20})
+    ->Args({8192, 100})
+    ->Args({8192, 20})
+    ->Unit(benchmark::kMillisecond);
+
+// Prefill `context` tokens, then prune every layer to 50% with snapkv (window 32) through
+// depthkv's pipeline. Reports both times and prune / prefill.
+void BM_prefill_then_prune(benchmark::State& state) {
+  const auto context = static_cast<std::size_t>(state.range(0));
+  const model& m = bench_model();
+  std::vector<int> toks(context);
+  std::uint64_t st = 11;
+  for (auto& t : toks) t = static_cast<int>(splitmix64(st) % 256);
+  double prefill_s = 0, prune_s = 0;
+  for (auto _ : state) {
+    session s(m, context);
+    forward_options o;
+    o.window = 32;
+    auto t0 = std::chrono::steady_clock::now();
+    benchmark::DoNotOptimize(s.prefill(toks, o));
+    auto t1 = std::chrono::steady_clock::now();
+    depthkv::policy_config pc;
+    pc.n_sink = 4;
+    pc.n_recent = 32;
+    pc.window = 32;
+    prune_with_policy(s, std::vector<std::size_t>(s.cache().n_layers(), context / 2), "snapkv", pc);
+    auto t2 = std::chrono::steady_clock::now();
+    prefill_s += std::chrono::duration<double>(t1 - t0).count();
+    prune_s += std::chrono::duration<double>(t2 - t1).count();
+  }
+  const double n = static_cast<double>(state.iterations());
+  state.SetItemsProcessed(state.iterations() * static_cast<std::int64_t>(context));
+  state.counters["prefill_ms"] = prefill_s / n * 1e3;
+  state.counters["prune_ms"] = prune_s / n * 1e3;
+  state.counters["prune_over_prefill"] = prune_s / prefill_s;
+}
+BENCHMARK(BM_prefill_then_prune)->ArgNames({"context"})->Arg(512)->Arg(1024)->Iterations(1)->Unit(benchmark::kMillisecond);
+
+}  // namespace
+
+BENCHMARK_MAIN();

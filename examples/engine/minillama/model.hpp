@@ -1,0 +1,76 @@
+// minillama: model hyperparameters and f32 weights of a llama-architecture transformer.
+//
+// Weight layout follows llama2.c: every linear map is a row-major [out][in] matrix, applied as
+// y = W x. RoPE rotates ADJACENT pairs (x[2i], x[2i+1]) of each head (llama2.c run.c, Meta's
+// original checkpoints, and GGUF files of architecture "llama", whose converters already
+// permuted Q/K from Hugging Face's rotate-half order back to adjacent pairs). A Hugging Face
+// checkpoint loaded directly would need that permutation of wq/wk rows:
+//   row (h, 2i + j) of ours  <-  row (h, i + j * head_dim / 2) of HF's, j in {0, 1}.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <Eigen/Core>
+
+namespace minillama {
+
+using matrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using vector = Eigen::VectorXf;
+
+// Hyperparameters. head_dim = dim / n_heads; kv_dim = head_dim * n_kv_heads.
+struct config {
+  int dim = 0;
+  int hidden_dim = 0;  // SwiGLU inner width
+  int n_layers = 0;
+  int n_heads = 0;
+  int n_kv_heads = 0;
+  int vocab_size = 0;
+  int seq_len = 0;     // training context (informative; the engine does not cap positions)
+  float rope_theta = 10000.0f;
+  float norm_eps = 1e-5f;
+  bool shared_classifier = true;  // classifier == token embedding
+
+  int head_dim() const noexcept { return n_heads > 0 ? dim / n_heads : 0; }
+  int kv_dim() const noexcept { return head_dim() * n_kv_heads; }
+  // Throws depthkv::error("<where>: ...") naming the first inconsistent field.
+  void validate(const std::string& where) const;
+};
+
+struct layer_weights {
+  vector attn_norm;       // [dim]
+  matrix wq, wk, wv, wo;  // [dim][dim], [kv_dim][dim], [kv_dim][dim], [dim][dim]
+  vector ffn_norm;        // [dim]
+  matrix w1, w2, w3;      // gate [hidden][dim], down [dim][hidden], up [hidden][dim]
+};
+
+struct model {
+  config cfg;
+  matrix token_embedding;  // [vocab][dim]
+  std::vector<layer_weights> layers;
+  vector final_norm;       // [dim]
+  matrix classifier;       // [vocab][dim]; empty when cfg.shared_classifier
+
+  const matrix& output_weights() const noexcept {
+    return cfg.shared_classifier ? token_embedding : classifier;
+  }
+  // Allocates zero weights of the right shapes for cfg (validated).
+  static model zeros(const config& cfg);
+  // Throws depthkv::error if any weight's shape disagrees with cfg.
+  void check_shapes(const std::string& where) const;
+  // Bytes of f32 weights held.
+  std::size_t weight_bytes() const noexcept;
+};
+
+// Deterministic random weights (splitmix64; identical to tools/reference.py --random):
+// linear maps uniform in +-1/sqrt(in), embeddings +-1, norms 1 +- 0.25. Tensors are drawn in
+// llama2.c file order from one stream seeded with `seed`.
+model make_random_model(const config& cfg, std::uint64_t seed);
+
+// The splitmix64 step and the float it maps to (exact in f32 and in Python): uniform in [-1, 1).
+std::uint64_t splitmix64(std::uint64_t& state) noexcept;
+float uniform_pm1(std::uint64_t& state) noexcept;
+
+}  // namespace minillama

@@ -1,0 +1,89 @@
+// minillama <-> depthkv pipeline: prune the engine's cache with any depthkv scoring policy
+// (include/depthkv/prune.hpp) to per-layer keep counts, using the observation-window queries
+// and attention column sums the session recorded during prefill.
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "depthkv/prune.hpp"
+#include "depthkv/score/policies.hpp"
+#include "minillama/eval.hpp"
+#include "minillama/evict.hpp"
+#include "minillama/session.hpp"
+
+namespace minillama {
+
+// Dense [n_heads][w][head_dim] copy of a record's window queries, in the form depthkv wants.
+struct window_query_buffer {
+  std::vector<float> data;
+  depthkv::layer_queries view;
+};
+inline window_query_buffer window_queries_of(const layer_record& rec) {
+  window_query_buffer b;
+  if (rec.window == 0 || rec.queries.empty()) return b;
+  const std::size_t H = rec.queries.size(), w = rec.window, hd = static_cast<std::size_t>(rec.queries[0].cols());
+  b.data.resize(H * w * hd);
+  for (std::size_t h = 0; h < H; ++h)
+    for (std::size_t i = 0; i < w; ++i)
+      for (std::size_t d = 0; d < hd; ++d)
+        b.data[(h * w + i) * hd + d] = rec.queries[h](static_cast<Eigen::Index>(i), static_cast<Eigen::Index>(d));
+  b.view.queries = depthkv::window_queries::dense(b.data.data(), H, w, hd);
+  b.view.query_positions = depthkv::span<const depthkv::pos_t>(rec.window_positions);
+  return b;
+}
+
+// A layer_hook that prunes layer l to keep[l] tokens per kv head with the depthkv policy `name`
+// (snapkv, h2o, tova, knorm, streaming, random), configured by cfg. snapkv/tova need the prefill
+// recorded with forward_options.window > 0; h2o needs forward_options.column_sums (the hook
+// builds the h2o_state from the record; cfg.state is ignored).
+inline layer_hook make_policy_pruner(std::vector<std::size_t> keep, const std::string& name,
+                                     depthkv::policy_config cfg = {}, depthkv::prune_options opt = {}) {
+  const depthkv::policy_id id = depthkv::policy_from_name(name);
+  auto ws = std::make_shared<depthkv::prune_workspace>();
+  return [keep = std::move(keep), id, cfg, opt, ws](std::size_t layer, depthkv::kv_cache<float>& cache,
+                                                    const layer_record& rec) {
+    constexpr const char* where = "minillama::policy_pruner";
+    DEPTHKV_CHECK(keep.size() == cache.n_layers(), where, "keep has ", keep.size(), " entries, expected n_layers = ",
+                  cache.n_layers());
+    const window_query_buffer q = window_queries_of(rec);
+    depthkv::policy_config c = cfg;
+    depthkv::h2o_state state;
+    if (id == depthkv::policy_id::h2o) {
+      DEPTHKV_CHECK(rec.column_sums.size() == cache.n_kv_heads(), where,
+                    "h2o needs attention column sums: run the prefill with forward_options.column_sums = true");
+      state = depthkv::h2o_state(cache.n_layers(), cache.n_kv_heads());
+      for (std::size_t g = 0; g < cache.n_kv_heads(); ++g)
+        state.accumulate(layer, g, depthkv::span<const float>(rec.column_sums[g]));
+      c.state = &state;
+    }
+    depthkv::visit_policy(id, c, [&](const auto& policy) {
+      depthkv::prune_layer(cache, layer, keep[layer], policy, *ws, q.view, opt);
+    });
+  };
+}
+
+// Prunes every layer of the session's cache (after prefill) with the policy; see make_policy_pruner.
+inline void prune_with_policy(session& s, std::vector<std::size_t> keep, const std::string& name,
+                              depthkv::policy_config cfg = {}, depthkv::prune_options opt = {}) {
+  s.prune(make_policy_pruner(std::move(keep), name, cfg, opt));
+}
+
+// The loss callback of depthkv's profilers (profile_ablation): per-layer keep ratios -> mean
+// KL divergence to the full cache over the evaluator's sequences, pruning at the end of the
+// prefill with the depthkv policy `name`. Keep counts: round(ratio * prefix length), at least
+// min_keep (policies throw if a count is below their protected sink + recent rows).
+inline std::function<double(depthkv::span<const double>)> make_kl_loss(const kl_evaluator& ev, std::string name,
+                                                                       depthkv::policy_config cfg = {},
+                                                                       std::size_t min_keep = 1,
+                                                                       depthkv::prune_options opt = {}) {
+  return [&ev, name = std::move(name), cfg, min_keep, opt](depthkv::span<const double> ratios) {
+    const std::vector<std::size_t> keep = keep_counts(ev.prefilled(0).cache(), ratios, min_keep);
+    return ev.evaluate(make_policy_pruner(keep, name, cfg, opt)).kl;
+  };
+}
+
+}  // namespace minillama
