@@ -24,7 +24,7 @@ struct row_move {
   unsigned char* base;
   std::ptrdiff_t stride;  // bytes
   std::size_t row_bytes;
-  bool prefetch;          // prefetch rows ahead (large spans, see compact_prefetch_span)
+  bool prefetch;  // prefetch rows ahead (large spans, see compact_prefetch_span)
 };
 
 inline namespace DEPTHKV_TARGET_NS {  // see topk_scalar.hpp: per-TU copies of portable code
@@ -35,7 +35,7 @@ inline void move_rows(const row_move& m, const index_t* keep, std::size_t first,
                 m.base + static_cast<std::ptrdiff_t>(keep[i]) * m.stride, m.row_bytes);
 }
 }  // namespace scalar
-}  // inline namespace DEPTHKV_TARGET_NS
+}  // namespace DEPTHKV_TARGET_NS
 
 // Rows this far ahead are prefetched when the rows span more than compact_prefetch_span bytes
 // (then likely not cache-resident) or more than a quarter of them are kept: out of cache,
@@ -45,93 +45,105 @@ inline void move_rows(const row_move& m, const index_t* keep, std::size_t first,
 inline constexpr std::size_t compact_prefetch_rows = 8;
 inline constexpr std::size_t compact_prefetch_span = std::size_t{16} << 20;
 
-#if DEPTHKV_HAVE_AVX2
-namespace avx2 {
-template <std::size_t Bytes>
-inline void copy_fixed(unsigned char* d, const unsigned char* s) noexcept {
-  constexpr std::size_t n = Bytes / 32;
-  __m256i r[n];
-  for (std::size_t j = 0; j < n; ++j) r[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + 32 * j));
-  for (std::size_t j = 0; j < n; ++j) _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + 32 * j), r[j]);
-}
-
-inline void copy_any(unsigned char* d, const unsigned char* s, std::size_t bytes) noexcept {
-  std::size_t j = 0;
-  for (; j + 32 <= bytes; j += 32)
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + j), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + j)));
-  if (j < bytes) std::memcpy(d + j, s + j, bytes - j);
-}
-
-template <std::size_t Bytes, bool Prefetch>
+#if DEPTHKV_HAVE_AVX2 || DEPTHKV_HAVE_AVX512
+// The SIMD row-move loop, shared by the ISA paths; Copy supplies copy_fixed<Bytes>(d, s) (a
+// whole row in registers) and copy_any(d, s, bytes). Instantiated only with a copier whose
+// ISA this TU is compiled for.
+template <class Copy, std::size_t Bytes, bool Prefetch>
 inline void move_fixed(const row_move& m, const index_t* keep, std::size_t first, std::size_t k) noexcept {
   for (std::size_t i = first; i < k; ++i) {
     if (Prefetch && i + compact_prefetch_rows < k) {
-      const unsigned char* p = m.base + static_cast<std::ptrdiff_t>(keep[i + compact_prefetch_rows]) * m.stride;
-      for (std::size_t b = 0; b < Bytes; b += 64) _mm_prefetch(reinterpret_cast<const char*>(p + b), _MM_HINT_T0);
+      const unsigned char* p =
+          m.base + static_cast<std::ptrdiff_t>(keep[i + compact_prefetch_rows]) * m.stride;
+      for (std::size_t b = 0; b < Bytes; b += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(p + b), _MM_HINT_T0);
     }
-    copy_fixed<Bytes>(m.base + static_cast<std::ptrdiff_t>(i) * m.stride,
-                      m.base + static_cast<std::ptrdiff_t>(keep[i]) * m.stride);
+    Copy::template copy_fixed<Bytes>(m.base + static_cast<std::ptrdiff_t>(i) * m.stride,
+                                     m.base + static_cast<std::ptrdiff_t>(keep[i]) * m.stride);
   }
 }
 
-inline void move_rows(const row_move& m, const index_t* keep, std::size_t first, std::size_t k) noexcept {
+template <class Copy, std::size_t Bytes>
+inline void move_fixed(const row_move& m, const index_t* keep, std::size_t first, std::size_t k) noexcept {
+  if (m.prefetch)
+    move_fixed<Copy, Bytes, true>(m, keep, first, k);
+  else
+    move_fixed<Copy, Bytes, false>(m, keep, first, k);
+}
+
+template <class Copy>
+inline void move_rows_simd(const row_move& m, const index_t* keep, std::size_t first,
+                           std::size_t k) noexcept {
   switch (m.row_bytes) {
-    case 64: return m.prefetch ? move_fixed<64, true>(m, keep, first, k) : move_fixed<64, false>(m, keep, first, k);
-    case 128: return m.prefetch ? move_fixed<128, true>(m, keep, first, k) : move_fixed<128, false>(m, keep, first, k);
-    case 256: return m.prefetch ? move_fixed<256, true>(m, keep, first, k) : move_fixed<256, false>(m, keep, first, k);
-    case 512: return m.prefetch ? move_fixed<512, true>(m, keep, first, k) : move_fixed<512, false>(m, keep, first, k);
+    case 64:
+      return move_fixed<Copy, 64>(m, keep, first, k);
+    case 128:
+      return move_fixed<Copy, 128>(m, keep, first, k);
+    case 256:
+      return move_fixed<Copy, 256>(m, keep, first, k);
+    case 512:
+      return move_fixed<Copy, 512>(m, keep, first, k);
     default:
       for (std::size_t i = first; i < k; ++i)
-        copy_any(m.base + static_cast<std::ptrdiff_t>(i) * m.stride,
-                 m.base + static_cast<std::ptrdiff_t>(keep[i]) * m.stride, m.row_bytes);
+        Copy::copy_any(m.base + static_cast<std::ptrdiff_t>(i) * m.stride,
+                       m.base + static_cast<std::ptrdiff_t>(keep[i]) * m.stride, m.row_bytes);
   }
+}
+#endif
+
+#if DEPTHKV_HAVE_AVX2
+namespace avx2 {
+// Row copies with AVX2 registers.
+struct copier {
+  template <std::size_t Bytes>
+  static void copy_fixed(unsigned char* d, const unsigned char* s) noexcept {
+    constexpr std::size_t n = Bytes / 32;
+    __m256i r[n];
+    for (std::size_t j = 0; j < n; ++j)
+      r[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + 32 * j));
+    for (std::size_t j = 0; j < n; ++j) _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + 32 * j), r[j]);
+  }
+
+  static void copy_any(unsigned char* d, const unsigned char* s, std::size_t bytes) noexcept {
+    std::size_t j = 0;
+    for (; j + 32 <= bytes; j += 32)
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + j),
+                          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + j)));
+    if (j < bytes) std::memcpy(d + j, s + j, bytes - j);
+  }
+};
+
+inline void move_rows(const row_move& m, const index_t* keep, std::size_t first, std::size_t k) noexcept {
+  move_rows_simd<copier>(m, keep, first, k);
 }
 }  // namespace avx2
 #endif
 
 #if DEPTHKV_HAVE_AVX512
 namespace avx512 {
-template <std::size_t Bytes>
-inline void copy_fixed(unsigned char* d, const unsigned char* s) noexcept {
-  constexpr std::size_t n = Bytes / 64;
-  __m512i r[n];
-  for (std::size_t j = 0; j < n; ++j) r[j] = _mm512_loadu_si512(static_cast<const void*>(s + 64 * j));
-  for (std::size_t j = 0; j < n; ++j) _mm512_storeu_si512(static_cast<void*>(d + 64 * j), r[j]);
-}
-
-inline void copy_any(unsigned char* d, const unsigned char* s, std::size_t bytes) noexcept {
-  std::size_t j = 0;
-  for (; j + 64 <= bytes; j += 64)
-    _mm512_storeu_si512(static_cast<void*>(d + j), _mm512_loadu_si512(static_cast<const void*>(s + j)));
-  if (j < bytes) {
-    const __mmask64 t = bytes - j == 64 ? ~__mmask64{0} : (__mmask64{1} << (bytes - j)) - 1;
-    _mm512_mask_storeu_epi8(d + j, t, _mm512_maskz_loadu_epi8(t, s + j));
+// Row copies with AVX512 registers.
+struct copier {
+  template <std::size_t Bytes>
+  static void copy_fixed(unsigned char* d, const unsigned char* s) noexcept {
+    constexpr std::size_t n = Bytes / 64;
+    __m512i r[n];
+    for (std::size_t j = 0; j < n; ++j) r[j] = _mm512_loadu_si512(static_cast<const void*>(s + 64 * j));
+    for (std::size_t j = 0; j < n; ++j) _mm512_storeu_si512(static_cast<void*>(d + 64 * j), r[j]);
   }
-}
 
-template <std::size_t Bytes, bool Prefetch>
-inline void move_fixed(const row_move& m, const index_t* keep, std::size_t first, std::size_t k) noexcept {
-  for (std::size_t i = first; i < k; ++i) {
-    if (Prefetch && i + compact_prefetch_rows < k) {
-      const unsigned char* p = m.base + static_cast<std::ptrdiff_t>(keep[i + compact_prefetch_rows]) * m.stride;
-      for (std::size_t b = 0; b < Bytes; b += 64) _mm_prefetch(reinterpret_cast<const char*>(p + b), _MM_HINT_T0);
+  static void copy_any(unsigned char* d, const unsigned char* s, std::size_t bytes) noexcept {
+    std::size_t j = 0;
+    for (; j + 64 <= bytes; j += 64)
+      _mm512_storeu_si512(static_cast<void*>(d + j), _mm512_loadu_si512(static_cast<const void*>(s + j)));
+    if (j < bytes) {
+      const __mmask64 t = bytes - j == 64 ? ~__mmask64{0} : (__mmask64{1} << (bytes - j)) - 1;
+      _mm512_mask_storeu_epi8(d + j, t, _mm512_maskz_loadu_epi8(t, s + j));
     }
-    copy_fixed<Bytes>(m.base + static_cast<std::ptrdiff_t>(i) * m.stride,
-                      m.base + static_cast<std::ptrdiff_t>(keep[i]) * m.stride);
   }
-}
+};
 
 inline void move_rows(const row_move& m, const index_t* keep, std::size_t first, std::size_t k) noexcept {
-  switch (m.row_bytes) {
-    case 64: return m.prefetch ? move_fixed<64, true>(m, keep, first, k) : move_fixed<64, false>(m, keep, first, k);
-    case 128: return m.prefetch ? move_fixed<128, true>(m, keep, first, k) : move_fixed<128, false>(m, keep, first, k);
-    case 256: return m.prefetch ? move_fixed<256, true>(m, keep, first, k) : move_fixed<256, false>(m, keep, first, k);
-    case 512: return m.prefetch ? move_fixed<512, true>(m, keep, first, k) : move_fixed<512, false>(m, keep, first, k);
-    default:
-      for (std::size_t i = first; i < k; ++i)
-        copy_any(m.base + static_cast<std::ptrdiff_t>(i) * m.stride,
-                 m.base + static_cast<std::ptrdiff_t>(keep[i]) * m.stride, m.row_bytes);
-  }
+  move_rows_simd<copier>(m, keep, first, k);
 }
 }  // namespace avx512
 #endif
