@@ -55,8 +55,9 @@ struct topk_kernels {
     for (; i + 8 <= n; i += 8) {
       const __m256 v = _mm256_loadu_ps(x + i);
       above += popcount8(static_cast<unsigned>(_mm256_movemask_ps(_mm256_cmp_ps(v, vhi, _CMP_GT_OQ))));
-      const __m256 in = lo_is_nan ? _mm256_cmp_ps(v, vhi, _CMP_NGT_UQ)
-                                  : _mm256_and_ps(_mm256_cmp_ps(v, vlo, _CMP_GE_OQ), _mm256_cmp_ps(v, vhi, _CMP_LE_OQ));
+      const __m256 in =
+          lo_is_nan ? _mm256_cmp_ps(v, vhi, _CMP_NGT_UQ)
+                    : _mm256_and_ps(_mm256_cmp_ps(v, vlo, _CMP_GE_OQ), _mm256_cmp_ps(v, vhi, _CMP_LE_OQ));
       const unsigned m = static_cast<unsigned>(_mm256_movemask_ps(in));
       _mm256_storeu_ps(cand + c, _mm256_permutevar8x32_ps(v, pack_perm(m)));
       c += popcount8(m);
@@ -72,48 +73,39 @@ struct topk_kernels {
   }
 
   // Quickselect with a three-way vector partition (see avx512::topk_kernels::select).
-  static topk_threshold select(std::int32_t* keys, std::size_t len, std::size_t rank, std::int32_t* tmp) noexcept {
-    std::int32_t* src = keys;
-    std::int32_t* dst = tmp;
-    std::size_t above = 0;
-    std::uint32_t h = 0x2545f491u;
-    for (int depth = 0;; ++depth) {
-      if (len <= 64 || depth > 40) return select_nth(src, len, rank, above);  // depth cap, as introselect
-      const std::int32_t p = select_pivot(src, len, h);
-      const __m256i vp = _mm256_set1_epi32(p);
-      std::size_t ngt = 0, nlt = 0, i = 0;
-      for (; i + 8 <= len; i += 8) {
-        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i));
-        const auto mg = static_cast<unsigned>(_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(v, vp))));
-        const auto ml = static_cast<unsigned>(_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(vp, v))));
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + ngt), _mm256_permutevar8x32_epi32(v, pack_perm(mg)));
-        ngt += popcount8(mg);
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(src + nlt), _mm256_permutevar8x32_epi32(v, pack_perm(ml)));
-        nlt += popcount8(ml);  // nlt <= i: the in-place store only covers lanes already read
-      }
-      for (; i < len; ++i) {
-        const std::int32_t v = src[i];
-        dst[ngt] = v;
-        ngt += v > p;
-        src[nlt] = v;
-        nlt += v < p;
-      }
-      const std::size_t neq = len - ngt - nlt;
-      if (rank <= ngt) {
-        len = ngt;
-        std::swap(src, dst);
-      } else if (rank <= ngt + neq) {
-        return {p, above + ngt, neq};
-      } else {
-        rank -= ngt + neq;
-        above += ngt + neq;
-        len = nlt;
-      }
-    }
+  static topk_threshold select(std::int32_t* keys, std::size_t len, std::size_t rank,
+                               std::int32_t* tmp) noexcept {
+    return quickselect3(
+        keys, len, rank, tmp,
+        [](std::int32_t* src, std::size_t len, std::int32_t p, std::int32_t* dst, std::size_t& ngt,
+           std::size_t& nlt) noexcept {
+          const __m256i vp = _mm256_set1_epi32(p);
+          std::size_t i = 0;
+          for (; i + 8 <= len; i += 8) {
+            const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i));
+            const auto mg =
+                static_cast<unsigned>(_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(v, vp))));
+            const auto ml =
+                static_cast<unsigned>(_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(vp, v))));
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + ngt),
+                                _mm256_permutevar8x32_epi32(v, pack_perm(mg)));
+            ngt += popcount8(mg);
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(src + nlt),
+                                _mm256_permutevar8x32_epi32(v, pack_perm(ml)));
+            nlt += popcount8(ml);  // nlt <= i: the in-place store only covers lanes already read
+          }
+          for (; i < len; ++i) {
+            const std::int32_t v = src[i];
+            dst[ngt] = v;
+            ngt += v > p;
+            src[nlt] = v;
+            nlt += v < p;
+          }
+        });
   }
 
-  static std::size_t emit(const float* x, std::size_t n, index_t base, float t, bool t_is_nan, std::size_t ties,
-                          std::size_t tie_total, index_t* out, std::size_t count) noexcept {
+  static std::size_t emit(const float* x, std::size_t n, index_t base, float t, bool t_is_nan,
+                          std::size_t ties, std::size_t tie_total, index_t* out, std::size_t count) noexcept {
     return t_is_nan ? emit_impl<true>(x, n, base, t, ties, tie_total, out, count)
                     : emit_impl<false>(x, n, base, t, ties, tie_total, out, count);
   }
@@ -138,10 +130,15 @@ struct topk_kernels {
                                std::size_t tie_total, index_t* out, std::size_t count) noexcept {
     const __m256 vt = _mm256_set1_ps(t);
     const __m256i step = _mm256_set1_epi32(8);
-    __m256i idx = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(base)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    __m256i idx = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(base)),
+                                   _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
     auto bits = [](__m256 m) { return static_cast<unsigned>(_mm256_movemask_ps(m)); };
-    auto gt = [&](__m256 v) { return TNaN ? bits(_mm256_cmp_ps(v, v, _CMP_ORD_Q)) : bits(_mm256_cmp_ps(v, vt, _CMP_GT_OQ)); };
-    auto eq = [&](__m256 v) { return TNaN ? bits(_mm256_cmp_ps(v, v, _CMP_UNORD_Q)) : bits(_mm256_cmp_ps(v, vt, _CMP_EQ_OQ)); };
+    auto gt = [&](__m256 v) {
+      return TNaN ? bits(_mm256_cmp_ps(v, v, _CMP_ORD_Q)) : bits(_mm256_cmp_ps(v, vt, _CMP_GT_OQ));
+    };
+    auto eq = [&](__m256 v) {
+      return TNaN ? bits(_mm256_cmp_ps(v, v, _CMP_UNORD_Q)) : bits(_mm256_cmp_ps(v, vt, _CMP_EQ_OQ));
+    };
     auto ge = [&](__m256 v) { return TNaN ? 0xffu : bits(_mm256_cmp_ps(v, vt, _CMP_GE_OQ)); };
     // Tail: copy the last < 8 scores into a zero-padded vector; `valid` masks the padding off.
     auto load_tail = [&](std::size_t i, unsigned& valid) {

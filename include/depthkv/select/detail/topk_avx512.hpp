@@ -15,9 +15,7 @@ namespace depthkv::detail::avx512 {
 
 inline unsigned popcount16(__mmask16 m) noexcept { return static_cast<unsigned>(__builtin_popcount(m)); }
 
-inline __mmask16 first_lanes(std::size_t r) noexcept {
-  return static_cast<__mmask16>((1u << r) - 1u);
-}
+inline __mmask16 first_lanes(std::size_t r) noexcept { return static_cast<__mmask16>((1u << r) - 1u); }
 
 // Keeps the lowest `r` set bits of m (r < popcount(m)).
 inline __mmask16 lowest_bits(__mmask16 m, std::size_t r) noexcept {
@@ -39,49 +37,40 @@ struct topk_kernels {
 
   // Quickselect with a three-way vector partition: keys > pivot are compressed into the other
   // buffer, keys < pivot compacted in place, keys == pivot only counted.
-  static topk_threshold select(std::int32_t* keys, std::size_t len, std::size_t rank, std::int32_t* tmp) noexcept {
-    std::int32_t* src = keys;
-    std::int32_t* dst = tmp;
-    std::size_t above = 0;
-    std::uint32_t h = 0x2545f491u;
-    for (int depth = 0;; ++depth) {
-      if (len <= 64 || depth > 40) return select_nth(src, len, rank, above);  // depth cap, as introselect
-      const std::int32_t p = select_pivot(src, len, h);
-      const __m512i vp = _mm512_set1_epi32(p);
-      std::size_t ngt = 0, nlt = 0, i = 0;
-      for (; i + 16 <= len; i += 16) {
-        const __m512i v = _mm512_loadu_si512(static_cast<const void*>(src + i));
-        const __mmask16 mg = _mm512_cmpgt_epi32_mask(v, vp), ml = _mm512_cmplt_epi32_mask(v, vp);
-        _mm512_storeu_si512(static_cast<void*>(dst + ngt), _mm512_maskz_compress_epi32(mg, v));
-        ngt += popcount16(mg);
-        _mm512_storeu_si512(static_cast<void*>(src + nlt), _mm512_maskz_compress_epi32(ml, v));  // nlt <= i
-        nlt += popcount16(ml);
-      }
-      if (i < len) {
-        const __mmask16 valid = first_lanes(len - i);
-        const __m512i v = _mm512_maskz_loadu_epi32(valid, src + i);
-        const __mmask16 mg = _mm512_mask_cmpgt_epi32_mask(valid, v, vp), ml = _mm512_mask_cmplt_epi32_mask(valid, v, vp);
-        _mm512_mask_storeu_epi32(dst + ngt, first_lanes(popcount16(mg)), _mm512_maskz_compress_epi32(mg, v));
-        ngt += popcount16(mg);
-        _mm512_mask_storeu_epi32(src + nlt, first_lanes(popcount16(ml)), _mm512_maskz_compress_epi32(ml, v));
-        nlt += popcount16(ml);
-      }
-      const std::size_t neq = len - ngt - nlt;
-      if (rank <= ngt) {
-        len = ngt;
-        std::swap(src, dst);
-      } else if (rank <= ngt + neq) {
-        return {p, above + ngt, neq};
-      } else {
-        rank -= ngt + neq;
-        above += ngt + neq;
-        len = nlt;
-      }
-    }
+  static topk_threshold select(std::int32_t* keys, std::size_t len, std::size_t rank,
+                               std::int32_t* tmp) noexcept {
+    return quickselect3(
+        keys, len, rank, tmp,
+        [](std::int32_t* src, std::size_t len, std::int32_t p, std::int32_t* dst, std::size_t& ngt,
+           std::size_t& nlt) noexcept {
+          const __m512i vp = _mm512_set1_epi32(p);
+          std::size_t i = 0;
+          for (; i + 16 <= len; i += 16) {
+            const __m512i v = _mm512_loadu_si512(static_cast<const void*>(src + i));
+            const __mmask16 mg = _mm512_cmpgt_epi32_mask(v, vp), ml = _mm512_cmplt_epi32_mask(v, vp);
+            _mm512_storeu_si512(static_cast<void*>(dst + ngt), _mm512_maskz_compress_epi32(mg, v));
+            ngt += popcount16(mg);
+            _mm512_storeu_si512(static_cast<void*>(src + nlt),
+                                _mm512_maskz_compress_epi32(ml, v));  // nlt <= i
+            nlt += popcount16(ml);
+          }
+          if (i < len) {
+            const __mmask16 valid = first_lanes(len - i);
+            const __m512i v = _mm512_maskz_loadu_epi32(valid, src + i);
+            const __mmask16 mg = _mm512_mask_cmpgt_epi32_mask(valid, v, vp),
+                            ml = _mm512_mask_cmplt_epi32_mask(valid, v, vp);
+            _mm512_mask_storeu_epi32(dst + ngt, first_lanes(popcount16(mg)),
+                                     _mm512_maskz_compress_epi32(mg, v));
+            ngt += popcount16(mg);
+            _mm512_mask_storeu_epi32(src + nlt, first_lanes(popcount16(ml)),
+                                     _mm512_maskz_compress_epi32(ml, v));
+            nlt += popcount16(ml);
+          }
+        });
   }
 
-  static std::size_t emit(const float* x, std::size_t n, index_t base, float t, bool t_is_nan, std::size_t ties,
-                          std::size_t tie_total, index_t* out, std::size_t count) noexcept {
+  static std::size_t emit(const float* x, std::size_t n, index_t base, float t, bool t_is_nan,
+                          std::size_t ties, std::size_t tie_total, index_t* out, std::size_t count) noexcept {
     return t_is_nan ? emit_impl<true>(x, n, base, t, ties, tie_total, out, count)
                     : emit_impl<false>(x, n, base, t, ties, tie_total, out, count);
   }
@@ -93,14 +82,17 @@ struct topk_kernels {
   static filter_counts filter_impl(const float* x, std::size_t n, float lo, float hi, float* cand) noexcept {
     const __m512 vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi);
     auto inside = [&](__m512 v, __mmask16 above, __mmask16 valid) {
-      if constexpr (LoNaN) return static_cast<__mmask16>(~above & valid);
-      else return static_cast<__mmask16>(_mm512_mask_cmp_ps_mask(valid, v, vlo, _CMP_GE_OQ) & ~above);
+      if constexpr (LoNaN)
+        return static_cast<__mmask16>(~above & valid);
+      else
+        return static_cast<__mmask16>(_mm512_mask_cmp_ps_mask(valid, v, vlo, _CMP_GE_OQ) & ~above);
     };
     std::size_t above0 = 0, above1 = 0, c = 0, i = 0;
     const auto all = static_cast<__mmask16>(0xffff);
     for (; i + 32 <= n; i += 32) {  // two vectors per step: independent mask work overlaps
       const __m512 v0 = _mm512_loadu_ps(x + i), v1 = _mm512_loadu_ps(x + i + 16);
-      const __mmask16 a0 = _mm512_cmp_ps_mask(v0, vhi, _CMP_GT_OQ), a1 = _mm512_cmp_ps_mask(v1, vhi, _CMP_GT_OQ);
+      const __mmask16 a0 = _mm512_cmp_ps_mask(v0, vhi, _CMP_GT_OQ),
+                      a1 = _mm512_cmp_ps_mask(v1, vhi, _CMP_GT_OQ);
       above0 += popcount16(a0);
       above1 += popcount16(a1);
       const __mmask16 m0 = inside(v0, a0, all), m1 = inside(v1, a1, all);
@@ -126,8 +118,10 @@ struct topk_kernels {
   static void put(index_t* out, std::size_t& c, std::size_t count, __mmask16 m, __m512i idx) noexcept {
     const __m512i p = _mm512_maskz_compress_epi32(m, idx);
     const unsigned k = popcount16(m);
-    if (DEPTHKV_LIKELY(c + 16 <= count)) _mm512_storeu_si512(static_cast<void*>(out + c), p);
-    else _mm512_mask_storeu_epi32(out + c, first_lanes(k), p);
+    if (DEPTHKV_LIKELY(c + 16 <= count))
+      _mm512_storeu_si512(static_cast<void*>(out + c), p);
+    else
+      _mm512_mask_storeu_epi32(out + c, first_lanes(k), p);
     c += k;
   }
 

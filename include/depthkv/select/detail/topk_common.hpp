@@ -4,9 +4,9 @@
 
 #include <algorithm>
 #include <cstddef>
-#include <functional>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <limits>
 
 #include "depthkv/config.hpp"
@@ -53,7 +53,8 @@ struct topk_threshold {
 };
 
 // Threshold of keys[0..len) by std::nth_element (reorders keys); `above` is added to the count.
-inline topk_threshold select_nth(std::int32_t* keys, std::size_t len, std::size_t rank, std::size_t above) noexcept {
+inline topk_threshold select_nth(std::int32_t* keys, std::size_t len, std::size_t rank,
+                                 std::size_t above) noexcept {
   std::nth_element(keys, keys + (rank - 1), keys + len, std::greater<std::int32_t>());
   const std::int32_t t = keys[rank - 1];
   std::size_t gt = 0, eq = 0;
@@ -73,6 +74,35 @@ inline std::int32_t select_pivot(const std::int32_t* keys, std::size_t len, std:
   }
   std::sort(v, v + 5);
   return v[2];
+}
+
+// Quickselect of the rank-th largest of keys[0..len) with a three-way partition; tmp has room
+// for len keys. Partition(src, len, p, dst, ngt, nlt) is the ISA part: it writes the keys > p to
+// dst[0..ngt) and compacts the keys < p in place to src[0..nlt); keys == p are only counted.
+template <class Partition>
+inline topk_threshold quickselect3(std::int32_t* keys, std::size_t len, std::size_t rank, std::int32_t* tmp,
+                                   Partition&& partition) noexcept {
+  std::int32_t* src = keys;
+  std::int32_t* dst = tmp;
+  std::size_t above = 0;
+  std::uint32_t h = 0x2545f491u;
+  for (int depth = 0;; ++depth) {
+    if (len <= 64 || depth > 40) return select_nth(src, len, rank, above);  // depth cap, as introselect
+    const std::int32_t p = select_pivot(src, len, h);
+    std::size_t ngt = 0, nlt = 0;
+    partition(src, len, p, dst, ngt, nlt);
+    const std::size_t neq = len - ngt - nlt;
+    if (rank <= ngt) {
+      len = ngt;
+      std::swap(src, dst);
+    } else if (rank <= ngt + neq) {
+      return {p, above + ngt, neq};
+    } else {
+      rank -= ngt + neq;
+      above += ngt + neq;
+      len = nlt;
+    }
+  }
 }
 
 // Result of a filter pass: how many scores lie above the bracket, how many inside it.
