@@ -1,6 +1,7 @@
 // minillama loaders: llama2.c and GGUF round trips give identical logits; tokenizers round
 // trip; malformed files give load_error naming the input and the problem.
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <limits>
 #include <string>
@@ -115,6 +116,36 @@ TEST_CASE("loaders: GGUF hyperparameters from metadata", "[engine][loaders]") {
   CHECK(g.weights.cfg.seq_len == 2048);
   CHECK(g.name == "minillama");
   CHECK(same_bits(logits_of(g.weights), logits_of(m)));
+}
+
+TEST_CASE("loaders: llama2.c rope theta comes from the freq_cis tables", "[engine][loaders]") {
+  for (float theta : {10000.0f, 500000.0f, 1000000.0f, 12345.5f}) {
+    config c = small_config(true);
+    c.rope_theta = theta;
+    c.seq_len = 1024;
+    const model m = make_random_model(c, 5);
+    const bytes b = write_llama2c(m);
+    INFO("theta " << theta);
+    const model a = load_llama2c(view(b), "t.bin");
+    CHECK(std::abs(a.cfg.rope_theta - theta) <= 1e-5f * theta);
+    CHECK(load_llama2c(view(b), "t.bin", 777.0f).cfg.rope_theta == 777.0f);  // explicit wins
+  }
+  // the tables start after the weights: locate them from the end (shared classifier: they are last)
+  config c = small_config(true);
+  c.rope_theta = 500000.0f;
+  const model m = make_random_model(c, 6);
+  const bytes good = write_llama2c(m);
+  const std::size_t half = static_cast<std::size_t>(c.head_dim() / 2), S = static_cast<std::size_t>(c.seq_len);
+  const std::size_t tables = good.size() - 2 * S * half * 4;
+  bytes zero = good;
+  std::fill(zero.begin() + static_cast<std::ptrdiff_t>(tables), zero.end(), std::uint8_t{0});
+  CHECK(load_llama2c(view(zero), "z.bin").cfg.rope_theta == 10000.0f);  // no tables: the default
+  bytes bad = good;
+  const float junk = 0.25f;
+  std::memcpy(bad.data() + tables + 4 * (5 * half + 3), &junk, 4);  // real[5][3]
+  require_load_error([&] { (void)load_llama2c(view(bad), "bad.bin"); },
+                     {"bad.bin", "freq_cis", "position 5 pair 3", "rope_theta"});
+  CHECK(load_llama2c(view(bad), "bad.bin", 500000.0f).cfg.rope_theta == 500000.0f);
 }
 
 TEST_CASE("tokenizer: BPE by score with byte fallback; both file formats round trip", "[engine][tokenizer]") {

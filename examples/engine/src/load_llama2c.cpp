@@ -1,4 +1,5 @@
 // llama2.c checkpoint and tokenizer loaders.
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <limits>
@@ -14,6 +15,39 @@ void check_finite(const reader& r, const float* p, std::size_t n, const std::str
     if (!std::isfinite(p[i])) r.fail("tensor ", tensor, " holds a non-finite value (", p[i], ") at element ", i);
 }
 }  // namespace detail
+
+namespace {
+
+// Rope theta encoded by llama2.c's freq_cis tables (real/imag [S][half], row p pair i =
+// cos/sin(p * theta^(-2i/hd))), or 0 when the tables are absent (all zero) or carry no theta
+// (half < 2 or S < 2). Throws if the tables are not a rotary table of any theta.
+double theta_of_freq_cis(const detail::reader& r, const std::vector<float>& t, std::uint64_t S, std::uint64_t half) {
+  if (std::all_of(t.begin(), t.end(), [](float v) { return v == 0.0f; })) return 0.0;
+  if (half < 2 || S < 2) return 0.0;
+  const float* re = t.data();
+  const float* im = t.data() + S * half;
+  // Pair 1 at position 1 turns by theta^(-2/hd) in (0, 1] for theta >= 1.
+  const double a1 = std::atan2(static_cast<double>(im[half + 1]), static_cast<double>(re[half + 1]));
+  double theta = a1 > 0.0 && a1 <= 1.0 ? std::pow(a1, -static_cast<double>(half)) : 0.0;
+  if (theta > 0.0) {  // exporters use round values (10000, 500000, 1e6): snap to 6 digits
+    const double scale = std::pow(10.0, std::floor(std::log10(theta)) - 5.0);
+    theta = std::round(theta / scale) * scale;
+  }
+  // f32 tables of angles up to S radians: |error| ~1e-7 * S; allow a wide margin.
+  const double tol = 1e-3 + 1e-6 * static_cast<double>(S);
+  for (std::uint64_t p = 0; p < S; ++p)
+    for (std::uint64_t i = 0; i < half; ++i) {
+      const double a = theta > 0.0 ? static_cast<double>(p) * std::pow(theta, -static_cast<double>(i) / half) : 0.0;
+      const double dr = std::abs(std::cos(a) - re[p * half + i]), di = std::abs(std::sin(a) - im[p * half + i]);
+      if (theta == 0.0 || dr > tol || di > tol)
+        r.fail("freq_cis tables are not a rotary table of any theta (position ", p, " pair ", i, ": (",
+               re[p * half + i], ", ", im[p * half + i], ") vs theta estimate ", theta,
+               "); pass rope_theta explicitly");
+    }
+  return theta;
+}
+
+}  // namespace
 
 std::vector<std::uint8_t> read_file(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
@@ -50,7 +84,7 @@ model load_llama2c(bytes_view bytes, const std::string& name, float rope_theta, 
   c.shared_classifier = h[5] > 0;
   c.vocab_size = h[5] < 0 ? -h[5] : h[5];
   c.seq_len = h[6];
-  c.rope_theta = rope_theta;
+  c.rope_theta = rope_theta > 0.0f ? rope_theta : 10000.0f;
   c.norm_eps = norm_eps;
   try {
     c.validate("header");
@@ -97,8 +131,13 @@ model load_llama2c(bytes_view bytes, const std::string& name, float rope_theta, 
   each("w2", [](layer_weights& w) -> matrix& { return w.w2; });
   each("w3", [](layer_weights& w) -> matrix& { return w.w3; });
   read(m.final_norm.data(), d, "rms_final_weight");
-  r.skip(S * hd * 4, "freq_cis_real/imag");
+  std::vector<float> freq_cis(static_cast<std::size_t>(S * hd));
+  read(freq_cis.data(), S * hd, "freq_cis_real/imag");
   if (!c.shared_classifier) read(m.classifier.data(), V * d, "wcls");
+  if (!(rope_theta > 0.0f)) {
+    const double t = theta_of_freq_cis(r, freq_cis, S, hd / 2);
+    if (t > 0.0) m.cfg.rope_theta = static_cast<float>(t);
+  }
   return m;
 }
 
