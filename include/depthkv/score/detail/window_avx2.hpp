@@ -48,6 +48,15 @@ struct window_vt {
     const __m128 p = _mm_add_ps(q, _mm_movehl_ps(q, q));
     return _mm_cvtss_f32(_mm_add_ss(p, _mm_movehdup_ps(p)));
   }
+  // Lane i = sum of the lanes of r[i], for 8 vectors (a transposing add tree).
+  static reg transpose_sum(const reg* r) noexcept {
+    reg t[4];
+    for (int i = 0; i < 4; ++i)  // per 128-bit half: [a0+a2, b0+b2, a1+a3, b1+b3]
+      t[i] = _mm256_add_ps(_mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]), _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]));
+    const reg u0 = _mm256_add_ps(_mm256_shuffle_ps(t[0], t[1], 0x44), _mm256_shuffle_ps(t[0], t[1], 0xEE));
+    const reg u1 = _mm256_add_ps(_mm256_shuffle_ps(t[2], t[3], 0x44), _mm256_shuffle_ps(t[2], t[3], 0xEE));
+    return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
+  }
   // 2^x for x <= 0 (-inf and x < -126.5 -> 0, NaN -> NaN); relative error ~1e-7.
   static reg exp2(reg x) noexcept {
     x = _mm256_max_ps(_mm256_set1_ps(-127.f), x);  // NaN in x survives (max returns 2nd operand)

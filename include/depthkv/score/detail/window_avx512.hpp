@@ -57,6 +57,17 @@ struct window_vt {
     const __m128 p = _mm_add_ps(q, _mm_movehl_ps(q, q));
     return _mm_cvtss_f32(_mm_add_ss(p, _mm_movehdup_ps(p)));
   }
+  // Lane i = sum of the lanes of r[i], for 16 vectors (a transposing add tree, 45 shuffles/adds).
+  static reg transpose_sum(const reg* r) noexcept {
+    reg t[8], u[4];
+    for (int i = 0; i < 8; ++i)  // per 128-bit chunk: [a0+a2, b0+b2, a1+a3, b1+b3]
+      t[i] = _mm512_add_ps(_mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]), _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]));
+    for (int i = 0; i < 4; ++i)  // per chunk c: rows 4i..4i+3 summed over chunk c
+      u[i] = _mm512_add_ps(_mm512_shuffle_ps(t[2 * i], t[2 * i + 1], 0x44), _mm512_shuffle_ps(t[2 * i], t[2 * i + 1], 0xEE));
+    const reg x = _mm512_add_ps(_mm512_shuffle_f32x4(u[0], u[1], 0x88), _mm512_shuffle_f32x4(u[0], u[1], 0xDD));
+    const reg y = _mm512_add_ps(_mm512_shuffle_f32x4(u[2], u[3], 0x88), _mm512_shuffle_f32x4(u[2], u[3], 0xDD));
+    return _mm512_add_ps(_mm512_shuffle_f32x4(x, y, 0x88), _mm512_shuffle_f32x4(x, y, 0xDD));
+  }
   // 2^x for x <= 0 (and -inf -> 0, NaN -> NaN); relative error ~1e-7.
   static reg exp2(reg x) noexcept {
     x = _mm512_max_ps(_mm512_set1_ps(-200.f), x);  // NaN in x survives (max returns 2nd operand)

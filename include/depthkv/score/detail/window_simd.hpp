@@ -7,10 +7,14 @@
 // L[j][lane] = sum_dd K[j][dd] * QT[dd][lane] computed with MK keys x MV vectors of register
 // accumulators (each key element broadcast once and used MV times). Tiles of <= V rows would use
 // each broadcast once; they pair up head_dim instead (micro_pair: a 64-bit broadcast of two key
-// elements feeds two FMAs). Keys stream in blocks; f16
-// and bf16 blocks are converted to f32 once per block and reused by every tile. The logits of
-// up to `super_rows` rows are kept ([tile][n][lanes]); then per tile: causal mask of the last
-// keys, exp2(L - max) with the row sums, and column sums weighted by 1/rowsum.
+// elements feeds two FMAs). Keys stream in blocks; f16 and bf16 blocks are converted to f32 once
+// per block and reused by every tile of up to `super_rows` query rows.
+//
+// The softmax is folded into the GEMM (one pass over the logits instead of three): every group
+// of `group` keys is masked, exponentiated against the running per-lane maximum M_g while still
+// in L1, and its per-lane sum S_g recorded. At the end Z = sum_g S_g 2^(M_g - M) (double) and a
+// single pass adds sum_lane E[j][lane] 2^(M_g - M) / Z to each key's score, 16 (8) keys at a time
+// through a transposing reduction.
 #pragma once
 
 #include <algorithm>
@@ -28,13 +32,16 @@ namespace depthkv::detail {
 struct window_simd_plan {
   static constexpr std::size_t super_rows = 64;  // query rows whose logits are held at once
   static constexpr std::size_t key_block = 96;   // keys converted / streamed per block
+  static constexpr std::size_t group = 48;       // keys per softmax group (multiple of MK and V)
+  static std::size_t groups(std::size_t n) noexcept { return n / group + 2; }
   static std::size_t floats(std::size_t n, std::size_t d, std::size_t g) noexcept {
     return super_rows * d            // packed queries of one super-tile
-           + super_rows * n          // logits of one super-tile
+           + super_rows * n          // exponentiated logits of one super-tile
            + (key_block + 32) * d    // converted key block + zero-padded tail tile
-           + 4 * super_rows          // per-lane max / 1/rowsum / limits
+           + 4 * super_rows          // per-lane max / limits
            + g * n                   // per-head sums (max reduction)
-           + 64;                     // alignment slack
+           + 2 * super_rows * groups(n)  // per group and lane: reference max, sum
+           + 96;                     // alignment slack
   }
 };
 
@@ -44,23 +51,27 @@ struct window_simd {
   static constexpr std::size_t V = VT::lanes;
   static constexpr int MK1 = VT::mk1;  // keys per micro-tile with one vector of queries
   static constexpr int MK2 = VT::mk2;  // keys per micro-tile with two vectors of queries
+  static constexpr std::size_t G = window_simd_plan::group;
+  static_assert(G % V == 0 && G % VT::mk1 == 0 && G % VT::mk2 == 0 && G % VT::mkp == 0 &&
+                    window_simd_plan::key_block % G == 0,
+                "window kernel: a softmax group must hold whole micro-tiles and vectors");
 
   struct tile {
     std::size_t row0 = 0, rows = 0, width = 0;  // first concatenated row, real rows, lanes (V or 2V)
     std::size_t lim_min = 0;                    // keys below it are visible to every real row
     int kind = 0;                               // 0 plain, 1 pair, 2 half pair (see micro_pair)
     float* qt = nullptr;                        // [d][width]
-    float* L = nullptr;                         // [n][width]
-    float* mx = nullptr;                        // [width]
+    float* L = nullptr;                         // [n][width] logits, then 2^(logit - M_g)
+    float* mx = nullptr;                        // [width] running max
     std::size_t* lim = nullptr;                 // [width]
+    float* M = nullptr;                         // [groups][width] reference max of each group
+    float* S = nullptr;                         // [groups][width] sum of each group
   };
 
-  // acc[k][v] = sum_dd keys[k][dd] * qt[dd][v]; stores the rows and folds the first `max_rows`
-  // into the running per-lane maximum.
+  // L[k][v] = sum_dd keys[k][dd] * qt[dd][v] for MK keys and MV vectors of query lanes.
   template <int MV, int MK>
   static inline void micro(const float* DEPTHKV_RESTRICT qt, const float* DEPTHKV_RESTRICT k, std::ptrdiff_t ks,
-                           std::size_t d, float* DEPTHKV_RESTRICT L, float* DEPTHKV_RESTRICT mx, int max_rows,
-                           const float* next) noexcept {
+                           std::size_t d, float* DEPTHKV_RESTRICT L, const float* next) noexcept {
     constexpr std::size_t W = MV * V;
     reg acc[MK][MV];
 #pragma GCC unroll 32
@@ -98,22 +109,6 @@ struct window_simd {
     for (int a = 0; a < MK; ++a)
 #pragma GCC unroll 4
       for (int v = 0; v < MV; ++v) VT::store(L + a * W + v * V, acc[a][v]);
-    if (max_rows >= MK) {
-#pragma GCC unroll 4
-      for (int v = 0; v < MV; ++v) {
-        reg m = VT::load(mx + v * V);
-#pragma GCC unroll 32
-        for (int a = 0; a < MK; ++a) m = VT::max(m, acc[a][v]);
-        VT::store(mx + v * V, m);
-      }
-    } else if (max_rows > 0) {
-      for (int v = 0; v < MV; ++v) {
-        reg m = VT::load(mx + v * V);
-        for (int a = 0; a < MK; ++a)
-          if (a < max_rows) m = VT::max(m, VT::load(L + a * W + v * V));
-        VT::store(mx + v * V, m);
-      }
-    }
   }
 
   // One-vector tiles (<= V query rows) would need one broadcast load per FMA. Instead pair up
@@ -123,8 +118,7 @@ struct window_simd {
   // <= V/2 rows (a second vector would be all padding).
   template <int MK, int NQ>
   static inline void micro_pair(const float* DEPTHKV_RESTRICT qt, const float* DEPTHKV_RESTRICT k, std::ptrdiff_t ks,
-                                std::size_t d, float* DEPTHKV_RESTRICT L, float* DEPTHKV_RESTRICT mx, int max_rows,
-                                const float* next) noexcept {
+                                std::size_t d, float* DEPTHKV_RESTRICT L, const float* next) noexcept {
     reg acc[MK][NQ];
 #pragma GCC unroll 32
     for (int a = 0; a < MK; ++a)
@@ -158,31 +152,73 @@ struct window_simd {
         for (int v = 0; v < NQ; ++v) acc[a][v] = VT::fmadd(b, qv[v], acc[a][v]);
       }
     }
-    reg m = VT::load(mx);
 #pragma GCC unroll 32
-    for (int a = 0; a < MK; ++a) {
-      const reg r = VT::pair_sum(acc[a][0], NQ == 2 ? acc[a][NQ - 1] : VT::zero());
-      VT::store(L + a * V, r);
-      if (a < max_rows) m = VT::max(m, r);
-    }
-    VT::store(mx, m);
+    for (int a = 0; a < MK; ++a) VT::store(L + a * V, VT::pair_sum(acc[a][0], NQ == 2 ? acc[a][NQ - 1] : VT::zero()));
   }
 
-  // Logits of keys [j0, j0 + nb) (rows at kp with stride ks) for one tile.
+  // Softmax step of keys [j, j + cnt) (one group, or the last partial one) of a tile, while its
+  // logits are in L1: causal mask, running max, L <- 2^(L - M_g), S_g = row sums.
+  static void group_softmax(const tile& t, std::size_t j, std::size_t cnt) noexcept {
+    const float ninf = -std::numeric_limits<float>::infinity();
+    const std::size_t W = t.width;
+    float* L = t.L + j * W;
+    if (j + cnt > t.lim_min)  // keys some real row may not see (lanes are independent)
+      for (std::size_t a = 0; a < cnt; ++a)
+        for (std::size_t l = 0; l < W; ++l)
+          if (j + a >= t.lim[l]) L[a * W + l] = ninf;
+    // A row that has seen no key yet keeps M_g finite, so 2^(-inf - M_g) = 0, never NaN.
+    const reg lowest = VT::set1(std::numeric_limits<float>::lowest());
+    const std::size_t gi = j / G;
+    for (std::size_t v = 0; v < W; v += V) {
+      reg m0 = VT::load(t.mx + v), m1 = m0;
+      std::size_t a = 0;
+      for (; a + 2 <= cnt; a += 2) {
+        m0 = VT::max(m0, VT::load(L + a * W + v));
+        m1 = VT::max(m1, VT::load(L + (a + 1) * W + v));
+      }
+      if (a < cnt) m0 = VT::max(m0, VT::load(L + a * W + v));
+      const reg m = VT::max(m0, m1);
+      VT::store(t.mx + v, m);
+      const reg mref = VT::max(m, lowest);
+      reg s0 = VT::zero(), s1 = VT::zero();
+      for (a = 0; a + 2 <= cnt; a += 2) {
+        float* p0 = L + a * W + v;
+        float* p1 = p0 + W;
+        const reg e0 = VT::exp2(VT::sub(VT::load(p0), mref));
+        const reg e1 = VT::exp2(VT::sub(VT::load(p1), mref));
+        VT::store(p0, e0);
+        VT::store(p1, e1);
+        s0 = VT::add(s0, e0);
+        s1 = VT::add(s1, e1);
+      }
+      if (a < cnt) {
+        float* p0 = L + a * W + v;
+        const reg e0 = VT::exp2(VT::sub(VT::load(p0), mref));
+        VT::store(p0, e0);
+        s0 = VT::add(s0, e0);
+      }
+      VT::store(t.M + gi * W + v, mref);
+      VT::store(t.S + gi * W + v, VT::add(s0, s1));
+    }
+  }
+
+  // Logits of keys [j0, j0 + nb) (rows at kp with stride ks) for one tile, each group of G keys
+  // exponentiated as soon as it is complete. j0 is a multiple of G.
   template <int MV, int MK, int KIND = 0>  // KIND: 0 plain, 1 pair (NQ 2), 2 half pair (NQ 1)
   static void block(const tile& t, const float* kp, std::ptrdiff_t ks, std::size_t j0, std::size_t nb,
                     std::size_t d, float* pad) noexcept {
     constexpr std::size_t W = MV * V;
     static_assert(KIND == 0 || MV == 1, "pair tiles are one vector wide");
+    static_assert(G % MK == 0, "a softmax group holds whole micro-tiles");
     std::size_t a = 0;
     for (; a + MK <= nb; a += MK) {
       const std::size_t j = j0 + a;
-      const int max_rows = t.lim_min > j ? static_cast<int>(std::min<std::size_t>(MK, t.lim_min - j)) : 0;
       const float* next = a + 2 * MK <= nb ? kp + static_cast<std::ptrdiff_t>(a + MK) * ks : nullptr;
       if constexpr (KIND != 0)
-        micro_pair<MK, KIND == 1 ? 2 : 1>(t.qt, kp + static_cast<std::ptrdiff_t>(a) * ks, ks, d, t.L + j * W, t.mx, max_rows, next);
+        micro_pair<MK, KIND == 1 ? 2 : 1>(t.qt, kp + static_cast<std::ptrdiff_t>(a) * ks, ks, d, t.L + j * W, next);
       else
-        micro<MV, MK>(t.qt, kp + static_cast<std::ptrdiff_t>(a) * ks, ks, d, t.L + j * W, t.mx, max_rows, next);
+        micro<MV, MK>(t.qt, kp + static_cast<std::ptrdiff_t>(a) * ks, ks, d, t.L + j * W, next);
+      if ((a + MK) % G == 0) group_softmax(t, j + MK - G, G);
     }
     if (a < nb) {  // tail: zero-padded copy, then store only the real rows
       const std::size_t r = nb - a;
@@ -190,81 +226,72 @@ struct window_simd {
         std::memcpy(pad + i * d, kp + static_cast<std::ptrdiff_t>(a + i) * ks, d * sizeof(float));
       std::memset(pad + r * d, 0, (MK - r) * d * sizeof(float));
       alignas(64) float tmp[MK * W];
-      const std::size_t j = j0 + a;
-      const int max_rows = t.lim_min > j ? static_cast<int>(std::min<std::size_t>(r, t.lim_min - j)) : 0;
       if constexpr (KIND != 0)
-        micro_pair<MK, KIND == 1 ? 2 : 1>(t.qt, pad, static_cast<std::ptrdiff_t>(d), d, tmp, t.mx, max_rows, nullptr);
+        micro_pair<MK, KIND == 1 ? 2 : 1>(t.qt, pad, static_cast<std::ptrdiff_t>(d), d, tmp, nullptr);
       else
-        micro<MV, MK>(t.qt, pad, static_cast<std::ptrdiff_t>(d), d, tmp, t.mx, max_rows, nullptr);
-      std::memcpy(t.L + j * W, tmp, r * W * sizeof(float));
+        micro<MV, MK>(t.qt, pad, static_cast<std::ptrdiff_t>(d), d, tmp, nullptr);
+      std::memcpy(t.L + (j0 + a) * W, tmp, r * W * sizeof(float));
     }
+    const std::size_t whole = nb - nb % G;
+    if (whole < nb) group_softmax(t, j0 + whole, nb - whole);
   }
 
-  // Mask, softmax and column sums of one tile; adds its contribution to acc[n].
+  // Normalises a tile's rows and adds its column sums to acc[n]:
+  // acc[j] += sum_lane L[j][lane] * 2^(M_g(j) - M) / Z.
   static void finish(const tile& t, std::size_t n, float* acc) noexcept {
-    const float ninf = -std::numeric_limits<float>::infinity();
-    const std::size_t W = t.width;
-    // Causal mask for the keys some real row may not see (lanes are independent).
-    for (std::size_t j = t.lim_min; j < n; ++j) {
-      float* row = t.L + j * W;
-      for (std::size_t l = 0; l < W; ++l) {
-        if (j >= t.lim[l]) row[l] = ninf;
-        else t.mx[l] = std::max(t.mx[l], row[l]);
-      }
-    }
-    for (std::size_t l = 0; l < W; ++l)
-      if (!(t.mx[l] > ninf)) t.mx[l] = 0.f;  // a row that sees no key: all zeros below
-    // exp2(L - max) in place, row sums blocked (f32 within a block, double across blocks).
+    const std::size_t W = t.width, ng = (n + G - 1) / G;
+    const reg lowest = VT::set1(std::numeric_limits<float>::lowest());
+    // Z per lane: sum_g S_g * 2^(M_g - M), float within 32 groups, double across; the factors
+    // 2^(M_g - M) overwrite M.
     double z[2 * V] = {};
-    constexpr std::size_t zb = 512;
-    const std::size_t nv = W / V;
-    for (std::size_t j0 = 0; j0 < n; j0 += zb) {
-      const std::size_t j1 = std::min(n, j0 + zb);
-      for (std::size_t v = 0; v < nv; ++v) {
-        const reg m = VT::load(t.mx + v * V);
-        reg s0 = VT::zero(), s1 = VT::zero();
-        std::size_t j = j0;
-        for (; j + 2 <= j1; j += 2) {
-          float* p0 = t.L + j * W + v * V;
-          float* p1 = p0 + W;
-          const reg e0 = VT::exp2(VT::sub(VT::load(p0), m));
-          const reg e1 = VT::exp2(VT::sub(VT::load(p1), m));
-          VT::store(p0, e0);
-          VT::store(p1, e1);
-          s0 = VT::add(s0, e0);
-          s1 = VT::add(s1, e1);
-        }
-        if (j < j1) {
-          float* p0 = t.L + j * W + v * V;
-          const reg e0 = VT::exp2(VT::sub(VT::load(p0), m));
-          VT::store(p0, e0);
-          s0 = VT::add(s0, e0);
+    for (std::size_t v = 0; v < W; v += V) {
+      const reg m = VT::max(VT::load(t.mx + v), lowest);
+      for (std::size_t g0 = 0; g0 < ng; g0 += 32) {
+        reg zs = VT::zero();
+        for (std::size_t gi = g0; gi < std::min(ng, g0 + 32); ++gi) {
+          const reg c = VT::exp2(VT::sub(VT::load(t.M + gi * W + v), m));
+          VT::store(t.M + gi * W + v, c);
+          zs = VT::fmadd(VT::load(t.S + gi * W + v), c, zs);
         }
         alignas(64) float tmp[V];
-        VT::store(tmp, VT::add(s0, s1));
-        for (std::size_t l = 0; l < V; ++l) z[v * V + l] += tmp[l];
+        VT::store(tmp, zs);
+        for (std::size_t l = 0; l < V; ++l) z[v + l] += tmp[l];
       }
     }
-    // 1/rowsum per lane (0 for padding lanes and rows that see nothing), reusing mx.
+    // 1/Z per lane (0 for padding lanes and rows that see nothing; NaN stays NaN).
+    alignas(64) float iz[2 * V];
     for (std::size_t l = 0; l < W; ++l)
-      t.mx[l] = l >= t.rows ? 0.f : z[l] > 0.0 ? static_cast<float>(1.0 / z[l]) : z[l] != z[l] ? z_nan(z[l]) : 0.f;
-    // Column sums: acc[j] += sum_lane P[j][lane] / rowsum[lane].
-    if (nv == 1) {
-      const reg iz = VT::load(t.mx);
-      std::size_t j = 0;
-      for (; j + 4 <= n; j += 4) {
-        const float* p = t.L + j * W;
-        acc[j] += VT::reduce_add(VT::mul(VT::load(p), iz));
-        acc[j + 1] += VT::reduce_add(VT::mul(VT::load(p + W), iz));
-        acc[j + 2] += VT::reduce_add(VT::mul(VT::load(p + 2 * W), iz));
-        acc[j + 3] += VT::reduce_add(VT::mul(VT::load(p + 3 * W), iz));
+      iz[l] = l >= t.rows ? 0.f : z[l] > 0.0 ? static_cast<float>(1.0 / z[l]) : z[l] != z[l] ? z_nan(z[l]) : 0.f;
+    for (std::size_t gi = 0; gi < ng; ++gi)
+      for (std::size_t v = 0; v < W; v += V)
+        VT::store(t.M + gi * W + v, VT::mul(VT::load(t.M + gi * W + v), VT::load(iz + v)));
+    // Column sums, V keys at a time (G is a multiple of V: one factor row per run of V keys).
+    const float* E = t.L;
+    std::size_t j = 0;
+    if (W == V) {
+      for (; j + V <= n; j += V) {
+        const reg f = VT::load(t.M + (j / G) * W);
+        reg r[V];
+#pragma GCC unroll 16
+        for (std::size_t a = 0; a < V; ++a) r[a] = VT::mul(VT::load(E + (j + a) * W), f);
+        VT::store(acc + j, VT::add(VT::load(acc + j), VT::transpose_sum(r)));
       }
-      for (; j < n; ++j) acc[j] += VT::reduce_add(VT::mul(VT::load(t.L + j * W), iz));
+      for (; j < n; ++j) acc[j] += VT::reduce_add(VT::mul(VT::load(E + j * W), VT::load(t.M + (j / G) * W)));
     } else {
-      const reg iz0 = VT::load(t.mx), iz1 = VT::load(t.mx + V);
-      for (std::size_t j = 0; j < n; ++j) {
-        const float* p = t.L + j * W;
-        acc[j] += VT::reduce_add(VT::fmadd(VT::load(p + V), iz1, VT::mul(VT::load(p), iz0)));
+      for (; j + V <= n; j += V) {
+        const reg f0 = VT::load(t.M + (j / G) * W), f1 = VT::load(t.M + (j / G) * W + V);
+        reg r[V];
+#pragma GCC unroll 16
+        for (std::size_t a = 0; a < V; ++a) {
+          const float* p = E + (j + a) * W;
+          r[a] = VT::fmadd(VT::load(p + V), f1, VT::mul(VT::load(p), f0));
+        }
+        VT::store(acc + j, VT::add(VT::load(acc + j), VT::transpose_sum(r)));
+      }
+      for (; j < n; ++j) {
+        const float* p = E + j * W;
+        const float* f = t.M + (j / G) * W;
+        acc[j] += VT::reduce_add(VT::fmadd(VT::load(p + V), VT::load(f + V), VT::mul(VT::load(p), VT::load(f))));
       }
     }
   }
@@ -294,6 +321,8 @@ struct window_simd {
     float* mx_all = pad + 32 * d;
     std::size_t* lim_all = reinterpret_cast<std::size_t*>(mx_all + SR);  // 2*SR floats = SR size_t
     float* hsum = mx_all + 3 * SR;
+    const std::size_t NG = window_simd_plan::groups(n);
+    float* grp_all = align(hsum + g * n);  // M then S: [SR lanes][NG] each, per tile [NG][width]
     static_assert(sizeof(std::size_t) <= 2 * sizeof(float), "scratch layout");
 
     const float ninf = -std::numeric_limits<float>::infinity();
@@ -323,6 +352,8 @@ struct window_simd {
         t.L = L_all + used * n;
         t.mx = mx_all + used;
         t.lim = lim_all + used;
+        t.M = grp_all + used * NG;
+        t.S = grp_all + SR * NG + used * NG;
         t.lim_min = n;
         for (std::size_t l = 0; l < t.width; ++l) {
           t.mx[l] = ninf;
