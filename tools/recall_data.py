@@ -9,9 +9,13 @@ A sequence is BOS followed by exactly seq_len-1 characters (so seq_len tokens in
            mid queries  "?Q417; "     (training only) a query of a record earlier in the body
   tail:  the "continuation": N_END_QUERIES queries "?Q417; " of records of the body (4 at
          seq_len >= 512; seq_len // 128 below)
+Experiments only (models/recall-6l/README.md, second round): RECALL_VAL_LEN (digits per value),
+RECALL_QUERY_ONCE=1 (each record queried at most once, so no answer can be copied from an earlier
+query of the same key), RECALL_MAX_RECORDS (< 26: at most that many records, thinned so they
+spread over long bodies).
 
 The value comes BEFORE the key in a record on purpose: the query "?Q" then finds its record by
-plain token identity (Q == Q) and reads the digits that earlier layers gathered into that
+plain token identity (Q == Q) and reads the digit that an earlier layer moved into that
 position; with "Q417" the model would first need a previous-token head (K-composition), which
 did not form within the CPU budget in our experiments.
 
@@ -39,6 +43,8 @@ BOS = 1
 import os
 KEY_LEN = int(os.environ.get("RECALL_KEY_LEN", 1))
 VAL_LEN = int(os.environ.get("RECALL_VAL_LEN", 3))
+QUERY_ONCE = int(os.environ.get("RECALL_QUERY_ONCE", 0))  # each record queried at most once
+MAX_RECORDS = int(os.environ.get("RECALL_MAX_RECORDS", 26))  # records per sequence (<= 26)
 P_COPY = float(os.environ.get("RECALL_P_COPY", 0.07))  # among non-query items (mean)
 VFIRST = int(os.environ.get("RECALL_VFIRST", 1))  # records store the value before the key
 P_FILL = float(os.environ.get("RECALL_P_FILL", 1.0))  # scale of the filler-sentence share
@@ -122,17 +128,24 @@ def _rand(rng, alphabet, n):
 
 
 def _body(rng, n, mid_queries):
-    """Body of exactly n characters; returns (text, records [(key, value)])."""
-    p_rec = rng.uniform(0.35, 0.5)  # among non-query items
+    """Body of exactly n characters; returns (text, records [(key, value)] not queried in it)."""
+    # among non-query items; thinned in long bodies so that the at most MAX_RECORDS records
+    # spread over the whole body
+    p_rec = rng.uniform(0.35, 0.5) * min(1.0, 512.0 / max(n, 1)) if MAX_RECORDS < 26 else rng.uniform(0.35, 0.5)
     p_copy = rng.uniform(0.5, 1.5) * P_COPY
     p_q = P_QUERY if mid_queries else 0.0
     keys_used = set()
-    max_keys = len(KEY_ALPHABET) ** KEY_LEN
+    max_keys = min(len(KEY_ALPHABET) ** KEY_LEN, MAX_RECORDS)
     records, pending_copies = [], []
+    unqueried = []  # records not queried yet: each record is queried at most once, so a query
+    # can only be answered from its record, never by copying an earlier answer to the same key
     out, length = [], 0
     while True:
         r = rng.random()
-        if records and rng.random() < p_q:
+        if QUERY_ONCE and unqueried and rng.random() < p_q:
+            key, val = unqueried.pop(rng.randrange(len(unqueried)))
+            item, kind = _query(key, val), ("q",)
+        elif not QUERY_ONCE and records and rng.random() < p_q:
             key, val = rng.choice(records)
             item, kind = _query(key, val), ("q",)
         elif r < p_rec and len(keys_used) < max_keys:
@@ -166,11 +179,12 @@ def _body(rng, n, mid_queries):
         if kind[0] == "rec":
             keys_used.add(kind[1])
             records.append((kind[1], kind[2]))
+            unqueried.append((kind[1], kind[2]))
         elif kind[0] == "copy1":
             pending_copies.append(kind[1])
     text = "".join(out)
     assert len(text) == n
-    return text, records
+    return text, unqueried if QUERY_ONCE else records
 
 
 def _query(key, val):

@@ -119,7 +119,7 @@ class Transformer(nn.Module):
             Block(dim, cfg["hidden_dim"], cfg["n_heads"], cfg["n_kv_heads"]) for _ in range(L))
         self.norm = RMSNorm(dim)
         hd = dim // cfg["n_heads"]
-        freqs = 1.0 / (10000.0 ** (torch.arange(0, hd, 2).float() / hd))
+        freqs = 1.0 / (cfg["rope_theta"] ** (torch.arange(0, hd, 2).float() / hd))
         ang = torch.outer(torch.arange(cfg["seq_len"]).float(), freqs)
         self.register_buffer("cos", torch.cos(ang), persistent=False)
         self.register_buffer("sin", torch.sin(ang), persistent=False)
@@ -167,7 +167,7 @@ def export_llama2c(model, path):
             for l in range(L):
                 w(sd[f"layers.{l}.{key}"])
         w(sd["norm.weight"])
-        freqs = 1.0 / (10000.0 ** (np.arange(0, hd, 2, dtype=np.float64) / hd))
+        freqs = 1.0 / (cfg["rope_theta"] ** (np.arange(0, hd, 2, dtype=np.float64) / hd))
         ang = np.outer(np.arange(cfg["seq_len"], dtype=np.float64), freqs)
         w(np.cos(ang))  # freq_cis_real [seq_len][hd/2]
         w(np.sin(ang))  # freq_cis_imag [seq_len][hd/2]
@@ -331,6 +331,7 @@ def main():
     ap.add_argument("--layers", type=int, default=None)
     ap.add_argument("--heads", type=int, default=None)
     ap.add_argument("--kv-heads", type=int, default=None)
+    ap.add_argument("--rope-theta", type=float, default=None)
     ap.add_argument("--eval-every", type=int, default=250)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--init", default=None, help="start from this llama2.c model.bin")
@@ -345,7 +346,8 @@ def main():
     rng = random.Random(args.seed)
     p = dict(PRESETS[args.preset])
     for k, a in [("lr", args.lr), ("dim", args.dim), ("hidden_dim", args.hidden),
-                 ("n_layers", args.layers), ("n_heads", args.heads), ("n_kv_heads", args.kv_heads)]:
+                 ("n_layers", args.layers), ("n_heads", args.heads), ("n_kv_heads", args.kv_heads),
+                 ("rope_theta", args.rope_theta)]:
         if a is not None:
             p[k] = a
     if args.phases:
@@ -356,6 +358,7 @@ def main():
         args.answer_weight = p.get("answer_weight", 1.0)
     cfg = {k: p[k] for k in ["dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "seq_len"]}
     cfg["vocab_size"] = len(data.VOCAB)
+    cfg["rope_theta"] = float(p.get("rope_theta", 10000.0))
     assert cfg["n_heads"] % cfg["n_kv_heads"] == 0 and cfg["n_kv_heads"] < cfg["n_heads"]
     assert max(ph[0] for ph in p["phases"]) <= cfg["seq_len"]
 
@@ -406,7 +409,7 @@ def main():
           f"{test_acc:.4f} calib {calib_acc:.4f} | numpy reader of model.bin: {res}", flush=True)
 
     meta = dict(
-        model=cfg, params=n_params, tied_classifier=True, rope_theta=10000.0,
+        model=cfg, params=n_params, tied_classifier=True, rope_theta=cfg["rope_theta"],
         rope_pairs="adjacent (x[2i], x[2i+1]) as llama2.c run.c", norm_eps=1e-5,
         seed=args.seed, preset=args.preset, stages=stages, start_stage=args.start_stage,
         init=args.init, schedule="per stage: linear warmup then cosine to 5% of lr", optimizer="AdamW(0.9,0.95) wd 0.1",
