@@ -98,9 +98,10 @@ int main(int argc, char** argv) {
       L.has_vocab = true;
     }
     const minillama::config& c = L.weights.cfg;
-    std::fprintf(stderr, "model %s (%s): dim %d, %d layers, %d heads (%d kv), vocab %d, rope theta %g\n",
+    std::fprintf(stderr,
+                 "model %s (%s): dim %d, %d layers, %d heads (%d kv), vocab %d, rope theta %g on %d of %d dims\n",
                  model_path.c_str(), L.format.c_str(), c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.vocab_size,
-                 static_cast<double>(c.rope_theta));
+                 static_cast<double>(c.rope_theta), c.rotary_dim(), c.head_dim());
     std::vector<int> toks;
     if (ids || !L.has_vocab) {
       if (!ids) std::fprintf(stderr, "no vocabulary: reading the prompt as token ids\n");

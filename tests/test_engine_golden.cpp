@@ -49,6 +49,8 @@ golden read_golden(const std::string& path) {
       is >> g.ckpt_bytes >> g.ckpt_hash;
     } else if (key == "theta") {
       is >> g.cfg.rope_theta;
+    } else if (key == "rope_dim") {
+      is >> g.cfg.rope_dim;
     } else if (key == "sequence") {
       std::size_t n;
       is >> n;
@@ -79,14 +81,19 @@ std::string fnv1a64_hex(const std::vector<std::uint8_t>& b) {
 }  // namespace
 
 TEST_CASE("golden: engine logits match the PyTorch reference to 1e-4 relative", "[engine][golden]") {
-  const std::string file = GENERATE(as<std::string>{}, "engine_golden_a.txt", "engine_golden_b.txt");
+  // c: theta 5e5 and partial rotary (8 of 16 dims per head turn)
+  const std::string file =
+      GENERATE(as<std::string>{}, "engine_golden_a.txt", "engine_golden_b.txt", "engine_golden_c.txt");
   const golden g = read_golden(std::string(DEPTHKV_TEST_DATA_DIR) + "/" + file);
   INFO(file);
   REQUIRE(!g.seqs.empty());
   const auto blob = write_llama2c(make_random_model(g.cfg, g.seed));
   CHECK(blob.size() == g.ckpt_bytes);
   CHECK(fnv1a64_hex(blob) == g.ckpt_hash);
-  const model m = load_llama2c(bytes_view(blob.data(), blob.size()), file, g.cfg.rope_theta);
+  // theta and rope_dim are read back from the checkpoint's freq_cis tables
+  const model m = load_llama2c(bytes_view(blob.data(), blob.size()), file);
+  CHECK(m.cfg.rope_theta == g.cfg.rope_theta);
+  CHECK(m.cfg.rotary_dim() == g.cfg.rotary_dim());
   double max_abs = 0, max_rel = 0;
   for (std::size_t s = 0; s < g.seqs.size(); ++s) {
     session ses(m);

@@ -148,6 +148,51 @@ TEST_CASE("loaders: llama2.c rope theta comes from the freq_cis tables", "[engin
   CHECK(load_llama2c(view(bad), "bad.bin", 500000.0f).cfg.rope_theta == 500000.0f);
 }
 
+TEST_CASE("loaders: partial rotary (rope_dim < head_dim) round trips through both formats", "[engine][loaders]") {
+  for (int rd : {2, 8, 14, 16}) {
+    config c = small_config(true);  // head_dim 16
+    c.rope_theta = 500000.0f;
+    c.rope_dim = rd;
+    c.seq_len = 64;
+    const model m = make_random_model(c, 9);
+    INFO("rope_dim " << rd);
+    const model a = load_llama2c(view(write_llama2c(m)), "p.bin");
+    CHECK(a.cfg.rotary_dim() == rd);
+    CHECK(a.cfg.rope_theta == (rd == 2 ? 10000.0f : 500000.0f));  // one rotating pair: theta is moot
+    const gguf_model g = load_gguf(view(write_gguf(m)), "p.gguf");
+    CHECK(g.weights.cfg.rotary_dim() == rd);
+    CHECK(same_bits(logits_of(g.weights), logits_of(m)));
+    CHECK(same_bits(logits_of(a), logits_of(m)));
+    if (rd < 16) {  // the unrotated dims change the logits (independent values: the golden test)
+      config full = c;
+      full.rope_dim = 0;
+      model mf = m;
+      mf.cfg = full;
+      CHECK(!same_bits(logits_of(mf), logits_of(m)));
+    }
+  }
+  // rope_dim must be even and within the head
+  for (int bad : {-2, 3, 18}) {
+    config c = small_config(true);
+    c.rope_dim = bad;
+    depthkv_test::require_error([&] { c.validate("cfg"); }, {"cfg", "rope_dim", std::to_string(bad)});
+  }
+  // GGUF dimension_count outside [2, head_dim] or odd is a load error
+  config c = small_config(true);
+  c.rope_dim = 8;
+  const bytes good = write_gguf(make_random_model(c, 10));
+  const std::string key = "llama.rope.dimension_count";
+  const auto it = std::search(good.begin(), good.end(), key.begin(), key.end());
+  REQUIRE(it != good.end());
+  const std::size_t at = static_cast<std::size_t>(it - good.begin()) + key.size() + 4;  // after the u32 type
+  for (std::uint32_t v : {0u, 7u, 18u}) {
+    bytes b = good;
+    put_u32(b, at, v);
+    require_load_error([&] { (void)load_gguf(view(b), "r.gguf"); },
+                       {"r.gguf", "llama.rope.dimension_count", std::to_string(v)});
+  }
+}
+
 TEST_CASE("tokenizer: BPE by score with byte fallback; both file formats round trip", "[engine][tokenizer]") {
   const tokenizer t =
       make_byte_vocab({" h", "el", " hel", "lo", " hello", " w", "or", "ld", " wor", " world", "ll", "x"});

@@ -8,6 +8,8 @@ tests/test_engine_golden.cpp compares the C++ engine against (the test does not 
 
     python3 tools/reference.py --random 20261128 --config 64,96,3,4,2,-96,32 \
         --seqs 5,9,16 --out tests/data/engine_golden_a.txt
+    python3 tools/reference.py --random 7 --config 64,96,2,4,2,64,40 --theta 500000 --rope-dim 8 \
+        --seqs 6,23 --out tests/data/engine_golden_c.txt     # partial rotary
     python3 tools/reference.py --checkpoint model.bin --seqs 8 --out golden.txt
 
 RoPE rotates ADJACENT pairs (x[2i], x[2i+1]) (llama2.c run.c): here via complex multiplication.
@@ -75,7 +77,15 @@ def random_checkpoint(seed, cfg):
     return dict(dim=dim, hidden=hidden, L=L, H=H, KV=KV, V=V, seq_len=seq_len, shared=shared), w
 
 
-def checkpoint_bytes(p, w):
+def rope_freqs(hd, theta, rope_dim=None):
+    """Angle per position of each adjacent pair: theta^(-2i/rope_dim) for i < rope_dim/2, else 0
+    (partial rotary: the last hd - rope_dim dims carry no position)."""
+    rd = hd if rope_dim is None else rope_dim
+    i = torch.arange(0, hd, 2, dtype=torch.float64)
+    return torch.where(i < rd, theta ** (-i / rd), torch.zeros_like(i))
+
+
+def checkpoint_bytes(p, w, theta=10000.0, rope_dim=None):
     """The llama2.c legacy file for (p, w), freq_cis tables included."""
     out = [struct.pack("7i", p["dim"], p["hidden"], p["L"], p["H"], p["KV"], p["V"] if p["shared"] else -p["V"],
                        p["seq_len"])]
@@ -86,8 +96,7 @@ def checkpoint_bytes(p, w):
             put(t)
     put(w["rms_final"])
     hd = p["dim"] // p["H"]
-    freqs = 10000.0 ** (-torch.arange(0, hd, 2, dtype=torch.float64) / hd)
-    ang = torch.outer(torch.arange(p["seq_len"], dtype=torch.float64), freqs)
+    ang = torch.outer(torch.arange(p["seq_len"], dtype=torch.float64), rope_freqs(hd, theta, rope_dim))
     put(torch.cos(ang))
     put(torch.sin(ang))
     if not p["shared"]:
@@ -129,7 +138,7 @@ def load_checkpoint(path):
     return dict(dim=dim, hidden=hidden, L=L, H=H, KV=KV, V=V, seq_len=seq_len, shared=shared), w, data
 
 
-def forward(p, w, tokens, theta=10000.0, eps=1e-5):
+def forward(p, w, tokens, theta=10000.0, eps=1e-5, rope_dim=None):
     """Logits [T][V] in float64 for one sequence (full causal attention)."""
     d = lambda t: t.to(torch.float64)  # noqa: E731
     dim, H, KV = p["dim"], p["H"], p["KV"]
@@ -140,7 +149,7 @@ def forward(p, w, tokens, theta=10000.0, eps=1e-5):
     def rms(a, g):
         return a / torch.sqrt((a * a).mean(-1, keepdim=True) + eps) * d(g)
 
-    freqs = theta ** (-torch.arange(0, hd, 2, dtype=torch.float64) / hd)
+    freqs = rope_freqs(hd, theta, rope_dim)
     rot = torch.polar(torch.ones(T, hd // 2, dtype=torch.float64),
                       torch.outer(torch.arange(T, dtype=torch.float64), freqs))  # [T][hd/2]
 
@@ -184,13 +193,14 @@ def main():
     ap.add_argument("--seqs", default="5,9,16", help="lengths of the token sequences")
     ap.add_argument("--token-seed", type=int, default=7, help="seed of the token sequences")
     ap.add_argument("--theta", type=float, default=10000.0)
+    ap.add_argument("--rope-dim", type=int, default=None, help="rotated dims per head (default: all)")
     ap.add_argument("--out", required=True, help="golden logits file to write")
     a = ap.parse_args()
 
     if a.random is not None:
         cfg = [int(v) for v in a.config.split(",")]
         p, w = random_checkpoint(a.random, cfg)
-        blob = checkpoint_bytes(p, w)
+        blob = checkpoint_bytes(p, w, a.theta, a.rope_dim)
         p2, w, _ = None, w, None
     else:
         p, w, blob = load_checkpoint(a.checkpoint)
@@ -203,9 +213,11 @@ def main():
                                                 p["seq_len"], 1 if p["shared"] else 0),
              "checkpoint %d %016x" % (len(blob), fnv1a64(blob)),
              "theta %.9g" % a.theta]
+    if a.rope_dim is not None:
+        lines.append("rope_dim %d" % a.rope_dim)
     for n in [int(v) for v in a.seqs.split(",")]:
         toks = [rng.next() % p["V"] for _ in range(n)]
-        lg = forward(p, w, toks, theta=a.theta)
+        lg = forward(p, w, toks, theta=a.theta, rope_dim=a.rope_dim)
         lines.append("sequence %d %s" % (n, " ".join(map(str, toks))))
         for row in lg.tolist():
             lines.append(" ".join("%.9g" % v for v in row))

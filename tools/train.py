@@ -73,6 +73,15 @@ class Attention(nn.Module):
         return self.wo(y)
 
 
+def rope_freqs(cfg):
+    """Per-pair rotary frequency: theta^(-2i/rope_dim) for the first rope_dim/2 pairs of a head,
+    0 (no rotation) for the rest (partial rotary, GGUF's rope.dimension_count)."""
+    hd = cfg["dim"] // cfg["n_heads"]
+    rd = cfg.get("rope_dim", hd)
+    i = np.arange(0, hd, 2, dtype=np.float64)
+    return np.where(i < rd, cfg["rope_theta"] ** (-i / rd), 0.0)
+
+
 def rope(x, cos, sin):
     """Rotate adjacent pairs (x[2i], x[2i+1]) by pos * theta^(-2i/hd); x: [B][T][H][hd]."""
     T = x.shape[1]
@@ -119,7 +128,10 @@ class Transformer(nn.Module):
             Block(dim, cfg["hidden_dim"], cfg["n_heads"], cfg["n_kv_heads"]) for _ in range(L))
         self.norm = RMSNorm(dim)
         hd = dim // cfg["n_heads"]
-        freqs = 1.0 / (cfg["rope_theta"] ** (torch.arange(0, hd, 2).float() / hd))
+        if "rope_dim" in cfg:
+            freqs = torch.tensor(rope_freqs(cfg), dtype=torch.float32)
+        else:  # kept bit-identical to the float32 expression the shipped model was trained with
+            freqs = 1.0 / (cfg["rope_theta"] ** (torch.arange(0, hd, 2).float() / hd))
         ang = torch.outer(torch.arange(cfg["seq_len"]).float(), freqs)
         self.register_buffer("cos", torch.cos(ang), persistent=False)
         self.register_buffer("sin", torch.sin(ang), persistent=False)
@@ -167,7 +179,7 @@ def export_llama2c(model, path):
             for l in range(L):
                 w(sd[f"layers.{l}.{key}"])
         w(sd["norm.weight"])
-        freqs = 1.0 / (cfg["rope_theta"] ** (np.arange(0, hd, 2, dtype=np.float64) / hd))
+        freqs = rope_freqs(cfg)
         ang = np.outer(np.arange(cfg["seq_len"], dtype=np.float64), freqs)
         w(np.cos(ang))  # freq_cis_real [seq_len][hd/2]
         w(np.sin(ang))  # freq_cis_imag [seq_len][hd/2]
@@ -332,6 +344,8 @@ def main():
     ap.add_argument("--heads", type=int, default=None)
     ap.add_argument("--kv-heads", type=int, default=None)
     ap.add_argument("--rope-theta", type=float, default=None)
+    ap.add_argument("--rope-dim", type=int, default=None,
+                    help="rotated dims per head (even, <= head dim; default all)")
     ap.add_argument("--eval-every", type=int, default=250)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--init", default=None, help="start from this llama2.c model.bin")
@@ -347,7 +361,7 @@ def main():
     p = dict(PRESETS[args.preset])
     for k, a in [("lr", args.lr), ("dim", args.dim), ("hidden_dim", args.hidden),
                  ("n_layers", args.layers), ("n_heads", args.heads), ("n_kv_heads", args.kv_heads),
-                 ("rope_theta", args.rope_theta)]:
+                 ("rope_theta", args.rope_theta), ("rope_dim", args.rope_dim)]:
         if a is not None:
             p[k] = a
     if args.phases:
@@ -359,6 +373,10 @@ def main():
     cfg = {k: p[k] for k in ["dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "seq_len"]}
     cfg["vocab_size"] = len(data.VOCAB)
     cfg["rope_theta"] = float(p.get("rope_theta", 10000.0))
+    if p.get("rope_dim") is not None:
+        cfg["rope_dim"] = int(p["rope_dim"])
+        hd = cfg["dim"] // cfg["n_heads"]
+        assert 0 < cfg["rope_dim"] <= hd and cfg["rope_dim"] % 2 == 0, "rope_dim: even, <= head dim"
     assert cfg["n_heads"] % cfg["n_kv_heads"] == 0 and cfg["n_kv_heads"] < cfg["n_heads"]
     assert max(ph[0] for ph in p["phases"]) <= cfg["seq_len"]
 

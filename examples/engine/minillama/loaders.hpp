@@ -31,9 +31,10 @@ std::vector<std::uint8_t> read_file(const std::string& path);
 // vocab_size (< 0: separate classifier follows), seq_len), then f32 weights in llama2.c order
 // (embedding, rms_att, wq, wk, wv, wo, rms_ffn, w1, w2, w3, rms_final, freq_cis_real/imag
 // [seq_len][head_dim/2], classifier if unshared). The header has no rope theta or norm eps.
-// rope_theta > 0 is used as given; rope_theta = 0 (default) reads theta from the freq_cis tables
-// (run.c's legacy rotation tables encode it), or uses 10000 when the tables are all zero; tables
-// that fit no theta are an error then. norm_eps comes from the argument.
+// rope_theta > 0 is used as given (all dims rotated); rope_theta = 0 (default) reads theta and
+// rope_dim (trailing pairs that never turn = partial rotary) from the freq_cis tables (run.c's
+// legacy rotation tables encode them), or uses 10000 when the tables are all zero; tables that
+// fit no theta are an error then. norm_eps comes from the argument.
 model load_llama2c(bytes_view bytes, const std::string& name = "<memory>", float rope_theta = 0.0f,
                    float norm_eps = 1e-5f);
 model load_llama2c_file(const std::string& path, float rope_theta = 0.0f, float norm_eps = 1e-5f);

@@ -30,11 +30,17 @@ struct config {
   int vocab_size = 0;
   int seq_len = 0;     // training context (informative; the engine does not cap positions)
   float rope_theta = 10000.0f;
+  // Rotated dims per head: pairs i < rope_dim / 2 turn by pos * theta^(-2i / rope_dim), the other
+  // dims carry no position (partial rotary, GGUF's llama.rope.dimension_count). 0 = head_dim.
+  int rope_dim = 0;
   float norm_eps = 1e-5f;
   bool shared_classifier = true;  // classifier == token embedding
 
   int head_dim() const noexcept { return n_heads > 0 ? dim / n_heads : 0; }
   int kv_dim() const noexcept { return head_dim() * n_kv_heads; }
+  int rotary_dim() const noexcept { return rope_dim > 0 ? rope_dim : head_dim(); }
+  // Angle per position of rotary pair i (0 for the pairs past rotary_dim).
+  double rope_freq(int i) const noexcept;
   // Throws depthkv::error("<where>: ...") naming the first inconsistent field.
   void validate(const std::string& where) const;
 };

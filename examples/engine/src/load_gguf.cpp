@@ -320,9 +320,9 @@ gguf_model gguf_parser::parse() {
   }
   if (find("llama.rope.dimension_count")) {
     const auto rd = get_int("llama.rope.dimension_count", true, 0, 0, kMax);
-    if (rd != c.head_dim())
-      r_.fail("llama.rope.dimension_count = ", rd, " differs from head_dim = ", c.head_dim(),
-              " (partial rotary embeddings are not supported)");
+    if (rd < 2 || rd > c.head_dim() || rd % 2 != 0)
+      r_.fail("llama.rope.dimension_count = ", rd, " must be even and in [2, head_dim = ", c.head_dim(), "]");
+    c.rope_dim = static_cast<int>(rd);
   }
   // The weights the hyperparameters imply must fit in the file (>= 1 byte each even in Q8_0)
   // before anything is allocated. Widths <= 2^20 and layers <= 4096 keep this in 64 bits.

@@ -18,33 +18,51 @@ void check_finite(const reader& r, const float* p, std::size_t n, const std::str
 
 namespace {
 
-// Rope theta encoded by llama2.c's freq_cis tables (real/imag [S][half], row p pair i =
-// cos/sin(p * theta^(-2i/hd))), or 0 when the tables are absent (all zero) or carry no theta
-// (half < 2 or S < 2). Throws if the tables are not a rotary table of any theta.
-double theta_of_freq_cis(const detail::reader& r, const std::vector<float>& t, std::uint64_t S, std::uint64_t half) {
-  if (std::all_of(t.begin(), t.end(), [](float v) { return v == 0.0f; })) return 0.0;
-  if (half < 2 || S < 2) return 0.0;
+// Rotary embedding encoded by llama2.c's freq_cis tables (real/imag [S][half], row p pair i =
+// cos/sin(p * theta^(-2i/rope_dim)) for the first rope_dim/2 pairs, (1, 0) for the rest).
+struct table_rope {
+  double theta = 0.0;  // 0: the tables carry no theta (all zero, half < 2 or S < 2)
+  int rope_dim = 0;    // rotated dims per head
+};
+
+// Throws if the tables are not a rotary table of any theta and rope_dim.
+table_rope rope_of_freq_cis(const detail::reader& r, const std::vector<float>& t, std::uint64_t S, std::uint64_t half) {
+  table_rope out;
+  if (std::all_of(t.begin(), t.end(), [](float v) { return v == 0.0f; })) return out;
+  if (half < 2 || S < 2) return out;
   const float* re = t.data();
   const float* im = t.data() + S * half;
-  // Pair 1 at position 1 turns by theta^(-2/hd) in (0, 1] for theta >= 1.
-  const double a1 = std::atan2(static_cast<double>(im[half + 1]), static_cast<double>(re[half + 1]));
-  double theta = a1 > 0.0 && a1 <= 1.0 ? std::pow(a1, -static_cast<double>(half)) : 0.0;
-  if (theta > 0.0) {  // exporters use round values (10000, 500000, 1e6): snap to 6 digits
-    const double scale = std::pow(10.0, std::floor(std::log10(theta)) - 5.0);
-    theta = std::round(theta / scale) * scale;
+  // Unrotated pairs (partial rotary) are the trailing pairs whose angle at position 1 is 0; a
+  // rotating pair turns by theta^(-2i/rope_dim) > 0 there.
+  std::uint64_t rh = half;
+  while (rh > 0 && im[half + rh - 1] == 0.0f && re[half + rh - 1] == 1.0f) --rh;
+  if (rh == 0) r.fail("freq_cis tables rotate no pair (position 1 is the identity): pass rope_theta explicitly");
+  out.rope_dim = static_cast<int>(2 * rh);
+  // Pair 1 at position 1 turns by theta^(-2/rope_dim) in (0, 1] for theta >= 1; with one rotating
+  // pair, theta does not matter (pair 0 turns by 1 rad): report 10000.
+  double theta = 10000.0;
+  if (rh >= 2) {
+    const double a1 = std::atan2(static_cast<double>(im[half + 1]), static_cast<double>(re[half + 1]));
+    theta = a1 > 0.0 && a1 <= 1.0 ? std::pow(a1, -static_cast<double>(rh)) : 0.0;
+    if (theta > 0.0) {  // exporters use round values (10000, 500000, 1e6): snap to 6 digits
+      const double scale = std::pow(10.0, std::floor(std::log10(theta)) - 5.0);
+      theta = std::round(theta / scale) * scale;
+    }
   }
   // f32 tables of angles up to S radians: |error| ~1e-7 * S; allow a wide margin.
   const double tol = 1e-3 + 1e-6 * static_cast<double>(S);
   for (std::uint64_t p = 0; p < S; ++p)
     for (std::uint64_t i = 0; i < half; ++i) {
-      const double a = theta > 0.0 ? static_cast<double>(p) * std::pow(theta, -static_cast<double>(i) / half) : 0.0;
+      const double f = i < rh ? std::pow(theta, -static_cast<double>(i) / static_cast<double>(rh)) : 0.0;
+      const double a = theta > 0.0 ? static_cast<double>(p) * f : 0.0;
       const double dr = std::abs(std::cos(a) - re[p * half + i]), di = std::abs(std::sin(a) - im[p * half + i]);
       if (theta == 0.0 || dr > tol || di > tol)
         r.fail("freq_cis tables are not a rotary table of any theta (position ", p, " pair ", i, ": (",
-               re[p * half + i], ", ", im[p * half + i], ") vs theta estimate ", theta,
+               re[p * half + i], ", ", im[p * half + i], ") vs theta estimate ", theta, ", rotary dims ", 2 * rh,
                "); pass rope_theta explicitly");
     }
-  return theta;
+  out.theta = theta;
+  return out;
 }
 
 }  // namespace
@@ -135,8 +153,11 @@ model load_llama2c(bytes_view bytes, const std::string& name, float rope_theta, 
   read(freq_cis.data(), S * hd, "freq_cis_real/imag");
   if (!c.shared_classifier) read(m.classifier.data(), V * d, "wcls");
   if (!(rope_theta > 0.0f)) {
-    const double t = theta_of_freq_cis(r, freq_cis, S, hd / 2);
-    if (t > 0.0) m.cfg.rope_theta = static_cast<float>(t);
+    const table_rope t = rope_of_freq_cis(r, freq_cis, S, hd / 2);
+    if (t.theta > 0.0) {
+      m.cfg.rope_theta = static_cast<float>(t.theta);
+      m.cfg.rope_dim = t.rope_dim == c.head_dim() ? 0 : t.rope_dim;
+    }
   }
   return m;
 }

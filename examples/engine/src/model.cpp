@@ -23,7 +23,14 @@ void config::validate(const std::string& where) const {
   DEPTHKV_CHECK(vocab_size > 0 && vocab_size <= (1 << 24), w, "vocab_size must be in [1, 2^24], got ", vocab_size);
   DEPTHKV_CHECK(seq_len >= 0, w, "seq_len must be >= 0, got ", seq_len);
   DEPTHKV_CHECK(std::isfinite(rope_theta) && rope_theta > 0, w, "rope_theta must be finite and > 0, got ", rope_theta);
+  DEPTHKV_CHECK(rope_dim >= 0 && rope_dim <= head_dim() && rope_dim % 2 == 0, w,
+                "rope_dim must be even and in [0, head_dim = ", head_dim(), "] (0 = head_dim), got ", rope_dim);
   DEPTHKV_CHECK(std::isfinite(norm_eps) && norm_eps >= 0, w, "norm_eps must be finite and >= 0, got ", norm_eps);
+}
+
+double config::rope_freq(int i) const noexcept {
+  const int rd = rotary_dim();
+  return 2 * i < rd ? std::pow(static_cast<double>(rope_theta), -2.0 * i / rd) : 0.0;
 }
 
 model model::zeros(const config& cfg) {

@@ -26,7 +26,8 @@ matrix rmsnorm(const matrix& x, const vector& w, float eps) {
   return out;
 }
 
-// Rotates adjacent pairs (2i, 2i+1) of every head of every row by angle pos * theta^(-2i/hd).
+// Rotates adjacent pairs (2i, 2i+1) of every head of row r by the angle with cosine/sine
+// cs/sn[r][i] (pos * config::rope_freq(i)).
 void rope(matrix& x, int n_heads, int hd, const std::vector<float>& cs, const std::vector<float>& sn) {
   const int half = hd / 2;
   for (Eigen::Index r = 0; r < x.rows(); ++r) {
@@ -130,8 +131,7 @@ matrix session::forward(depthkv::span<const int> tokens, const forward_options& 
   for (std::size_t i = 0; i < n; ++i) {
     qpos[i] = static_cast<depthkv::pos_t>(pos_ + i);
     for (int j = 0; j < half; ++j) {
-      const double freq = std::pow(static_cast<double>(c.rope_theta), -2.0 * j / hd);
-      const double a = static_cast<double>(qpos[i]) * freq;
+      const double a = static_cast<double>(qpos[i]) * c.rope_freq(j);
       cs[i * half + j] = static_cast<float>(std::cos(a));
       sn[i * half + j] = static_cast<float>(std::sin(a));
     }

@@ -91,12 +91,13 @@ std::vector<std::uint8_t> write_llama2c(const model& m) {
   for (const auto& L : m.layers) o.floats(L.w2.data(), L.w2.size());
   for (const auto& L : m.layers) o.floats(L.w3.data(), L.w3.size());
   o.floats(m.final_norm.data(), m.final_norm.size());
-  // freq_cis_real then freq_cis_imag, [seq_len][head_dim / 2] (unused by the loader).
+  // freq_cis_real then freq_cis_imag, [seq_len][head_dim / 2]: the loader reads theta and
+  // rope_dim back from them.
   const int half = c.head_dim() / 2;
   for (int part = 0; part < 2; ++part)
     for (int p = 0; p < c.seq_len; ++p)
       for (int i = 0; i < half; ++i) {
-        const double a = p * std::pow(static_cast<double>(c.rope_theta), -2.0 * i / c.head_dim());
+        const double a = p * c.rope_freq(i);
         o.put(static_cast<float>(part == 0 ? std::cos(a) : std::sin(a)));
       }
   if (!c.shared_classifier) o.floats(m.classifier.data(), m.classifier.size());
@@ -186,7 +187,7 @@ std::vector<std::uint8_t> write_gguf(const model& m, const tokenizer* vocab, con
   kv_u32("llama.feed_forward_length", static_cast<std::uint32_t>(c.hidden_dim));
   kv_u32("llama.attention.head_count", static_cast<std::uint32_t>(c.n_heads));
   kv_u32("llama.attention.head_count_kv", static_cast<std::uint32_t>(c.n_kv_heads));
-  kv_u32("llama.rope.dimension_count", static_cast<std::uint32_t>(c.head_dim()));
+  kv_u32("llama.rope.dimension_count", static_cast<std::uint32_t>(c.rotary_dim()));
   kv_f32("llama.rope.freq_base", c.rope_theta);
   kv_f32("llama.attention.layer_norm_rms_epsilon", c.norm_eps);
   if (vocab) {
