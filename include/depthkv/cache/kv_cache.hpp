@@ -12,9 +12,11 @@
 #include "depthkv/detail/aligned_buffer.hpp"
 #include "depthkv/error.hpp"
 #include "depthkv/select/compact.hpp"
+#include "depthkv/select/detail/target.hpp"
 #include "depthkv/types.hpp"
 
 namespace depthkv {
+inline namespace DEPTHKV_TARGET_NS {
 
 // Owning cache of n_layers x n_kv_heads heads. Each head holds `length` rows of K and of V
 // ([token][head_dim], dense, 64-byte aligned) in ascending original position, plus each
@@ -285,4 +287,5 @@ class kv_cache {
   std::vector<pos_t> scratch_pos_;  // reused by append(first_position)
 };
 
+}  // inline namespace DEPTHKV_TARGET_NS
 }  // namespace depthkv

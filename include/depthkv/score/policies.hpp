@@ -20,9 +20,11 @@
 #include "depthkv/score/pooling.hpp"
 #include "depthkv/score/window.hpp"
 #include "depthkv/select/compact.hpp"
+#include "depthkv/select/detail/target.hpp"
 #include "depthkv/types.hpp"
 
 namespace depthkv {
+inline namespace DEPTHKV_TARGET_NS {
 
 // What a policy sees of one kv head of one layer when scoring it.
 template <class T>
@@ -43,7 +45,9 @@ struct score_scratch {
   std::size_t bytes_reserved() const noexcept { return window.bytes_reserved() + pool.capacity() * sizeof(float); }
 };
 
+}  // inline namespace DEPTHKV_TARGET_NS
 namespace detail {
+inline namespace DEPTHKV_TARGET_NS {
 
 // Checks that window_scores will accept the last `w` (0: all) of the layer's queries for this head.
 template <class T>
@@ -73,7 +77,9 @@ window_options window_opts(const head_input<T>& in, gqa_reduce reduce, float sca
   return o;
 }
 
+}  // inline namespace DEPTHKV_TARGET_NS
 }  // namespace detail
+inline namespace DEPTHKV_TARGET_NS {
 
 // SnapKV: attention of the last `window` queries (all given ones when 0) to each cached token,
 // summed over the window, reduced over the GQA group, then pooled (kernel 5, avg by default).
@@ -298,7 +304,9 @@ struct h2o {
 // ---------------------------------------------------------------------------------------------
 // The contract.
 
+}  // inline namespace DEPTHKV_TARGET_NS
 namespace detail {
+inline namespace DEPTHKV_TARGET_NS {
 template <class P, class = void>
 struct has_name : std::false_type {};
 template <class P>
@@ -324,7 +332,9 @@ struct has_on_retain : std::false_type {};
 template <class P>
 struct has_on_retain<P, std::void_t<decltype(std::declval<const P&>().on_retain(
                             std::size_t{}, std::size_t{}, std::declval<span<const index_t>>()))>> : std::true_type {};
+}  // inline namespace DEPTHKV_TARGET_NS
 }  // namespace detail
+inline namespace DEPTHKV_TARGET_NS {
 
 // A scoring policy P has:
 //   static constexpr const char* name;
@@ -411,4 +421,5 @@ decltype(auto) visit_policy(std::string_view name, const policy_config& cfg, F&&
   return visit_policy(policy_from_name(name), cfg, std::forward<F>(f));
 }
 
+}  // inline namespace DEPTHKV_TARGET_NS
 }  // namespace depthkv
