@@ -9,10 +9,12 @@ A sequence is BOS followed by exactly seq_len-1 characters (so seq_len tokens in
            mid queries  "?Q417; "     (training only) a query of a record earlier in the body
   tail:  the "continuation": N_END_QUERIES queries "?Q417; " of records of the body (4 at
          seq_len >= 512; seq_len // 128 below)
+The needle stage of train.py and the shipped calib/test sets set MAX_RECORDS = N_END_QUERIES = 2
+(exactly two records per sequence, both queried at the end; train.py --needles).
 Experiments only (models/recall-6l/README.md, second round): RECALL_VAL_LEN (digits per value),
 RECALL_QUERY_ONCE=1 (each record queried at most once, so no answer can be copied from an earlier
 query of the same key), RECALL_MAX_RECORDS (< 26: at most that many records, thinned so they
-spread over long bodies).
+spread over long bodies), RECALL_END_QUERIES (queries in the continuation, default 4).
 
 The value comes BEFORE the key in a record on purpose: the query "?Q" then finds its record by
 plain token identity (Q == Q) and reads the digit that an earlier layer moved into that
@@ -52,7 +54,7 @@ P_QUERY = float(os.environ.get("RECALL_P_QUERY", 0.25))  # training: share of bo
 KEY_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 VAL_ALPHABET = "0123456789"
 COPY_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
-N_END_QUERIES = 4
+N_END_QUERIES = int(os.environ.get("RECALL_END_QUERIES", 4))  # queries in the continuation
 CALIB_SEED, TEST_SEED, VAL_SEED = 1001, 2002, 3003
 
 QUERY_RE = re.compile(r"\?[A-Z]+([0-9]+);")
