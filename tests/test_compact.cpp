@@ -88,6 +88,30 @@ TEMPLATE_TEST_CASE("compact_rows: every path, every head_dim, padding untouched"
   }
 }
 
+TEST_CASE("compact_rows: spans above the streaming threshold (non-temporal stores)", "[compact]") {
+  // > detail::compact_stream_span bytes of 64-byte aligned rows take the streaming-store path;
+  // misaligned rows or a padded stride keep plain stores. Same reference, byte for byte.
+  for (isa path : compiled_paths()) {
+    for (std::size_t row_bytes : {64u, 128u, 256u, 512u}) {
+      for (std::size_t pad : {0u, 4u}) {
+        const std::size_t dim = row_bytes / sizeof(float);
+        const std::size_t n = (detail::compact_stream_span + (1u << 20)) / row_bytes;
+        const auto stride = static_cast<std::ptrdiff_t>(dim + pad);
+        auto storage = random_buffer<float>(n * (dim + pad) + 16 + 7);
+        // 64-byte aligned start inside the vector (its allocation is at least 16-byte aligned)
+        const std::size_t off = ((64 - reinterpret_cast<std::uintptr_t>(storage.data()) % 64) % 64) / sizeof(float);
+        for (int shape : {0, 1, 2}) {
+          const auto keep = random_keep(n, shape);
+          const auto want = naive_compact(storage, off, dim, stride, keep);
+          compact_rows(path, rows_view<float>{storage.data() + off, n, dim, stride}, span<const index_t>(keep));
+          INFO("path " << isa_name(path) << ", row bytes " << row_bytes << ", pad " << pad << ", shape " << shape);
+          REQUIRE(same_bytes(storage, want));
+        }
+      }
+    }
+  }
+}
+
 TEMPLATE_TEST_CASE("retain: NHD and HND views, positions move with their rows", "[compact]", float, f16, bf16) {
   using T = TestType;
   for (layout l : {layout::nhd, layout::hnd}) {

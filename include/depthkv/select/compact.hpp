@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 
 #include "depthkv/cache/kv_view.hpp"
@@ -41,8 +42,13 @@ void compact_rows_unchecked(isa path, rows_view<T> rows, const index_t* keep, st
   if (i == k) return;
   const auto stride_bytes = rows.stride * static_cast<std::ptrdiff_t>(sizeof(T));
   const std::size_t span = rows.n * static_cast<std::size_t>(stride_bytes < 0 ? -stride_bytes : stride_bytes);
-  const row_move m{reinterpret_cast<unsigned char*>(rows.data), stride_bytes, rows.dim * sizeof(T),
-                   span > compact_prefetch_span || 4 * k > rows.n};
+  const std::size_t row_bytes = rows.dim * sizeof(T);
+  // Streaming stores need whole, 64-byte aligned destination lines (kv_cache rows are 64-byte
+  // aligned; engine views usually are).
+  const bool aligned = reinterpret_cast<std::uintptr_t>(rows.data) % 64 == 0 && stride_bytes % 64 == 0 &&
+                       row_bytes % 64 == 0;
+  const row_move m{reinterpret_cast<unsigned char*>(rows.data), stride_bytes, row_bytes,
+                   span > compact_prefetch_span || 4 * k > rows.n, aligned && span > compact_stream_span};
   switch (path) {
 #if DEPTHKV_HAVE_AVX512
     case isa::avx512: return avx512::move_rows(m, keep, i, k);

@@ -25,6 +25,7 @@ struct row_move {
   std::ptrdiff_t stride;  // bytes
   std::size_t row_bytes;
   bool prefetch;  // prefetch rows ahead (large spans, see compact_prefetch_span)
+  bool stream;    // non-temporal stores (large spans; 64-byte aligned rows, see move_fixed)
 };
 
 inline namespace DEPTHKV_TARGET_NS {  // see topk_scalar.hpp: per-TU copies of portable code
@@ -37,38 +38,53 @@ inline void move_rows(const row_move& m, const index_t* keep, std::size_t first,
 }  // namespace scalar
 }  // namespace DEPTHKV_TARGET_NS
 
-// Rows this far ahead are prefetched when the rows span more than compact_prefetch_span bytes
-// (then likely not cache-resident) or more than a quarter of them are kept: out of cache,
-// scattered rows defeat the hardware prefetcher (every kept row is a new stream); in cache
-// at low keep ratios the prefetches only cost issue slots. Measured on Zen 4 (256-byte rows):
-// 64 MiB at 10% kept +65%; 4 MiB at 10% kept -20%; 4 MiB at 50% kept +12%.
+// Rows compact_prefetch_rows ahead (out of cache: about compact_prefetch_bytes ahead) are
+// prefetched when the rows span more than compact_prefetch_span bytes (then likely not
+// cache-resident) or more than a quarter of them are kept: out of cache, scattered rows defeat
+// the hardware prefetcher (every kept row is a new stream); in cache at low keep ratios the
+// prefetches only cost issue slots. Measured on Zen 4 (256-byte rows, 8 rows ahead): 64 MiB at
+// 10% kept +65%; 4 MiB at 10% kept -20%; 4 MiB at 50% kept +12%. Out of cache, 4 KiB ahead
+// beat 8 rows for 128- and 256-byte rows (stand-alone test, 64 MiB, 10% kept).
 inline constexpr std::size_t compact_prefetch_rows = 8;
+inline constexpr std::size_t compact_prefetch_bytes = 4096;
 inline constexpr std::size_t compact_prefetch_span = std::size_t{16} << 20;
+// Above this span the destination rows are written with non-temporal stores: a plain store to a
+// line not in cache first reads it from memory (read for ownership), which a large memcpy
+// avoids the same way. Safe in place: row i is never read after it is written (keep[j] > i
+// for every later j).
+inline constexpr std::size_t compact_stream_span = std::size_t{16} << 20;
 
 #if DEPTHKV_HAVE_AVX2 || DEPTHKV_HAVE_AVX512
 // The SIMD row-move loop, shared by the ISA paths; Copy supplies copy_fixed<Bytes>(d, s) (a
 // whole row in registers) and copy_any(d, s, bytes). Instantiated only with a copier whose
 // ISA this TU is compiled for.
-template <class Copy, std::size_t Bytes, bool Prefetch>
+template <class Copy, std::size_t Bytes, bool Prefetch, bool Stream>
 inline void move_fixed(const row_move& m, const index_t* keep, std::size_t first, std::size_t k) noexcept {
+  // Far ahead only out of cache (the streaming case): in cache it did not help (128-byte rows,
+  // 4 MiB, 50% kept: median 89% of memcpy at 32 rows ahead vs 100% at 8).
+  constexpr std::size_t far =
+      compact_prefetch_bytes / Bytes > compact_prefetch_rows ? compact_prefetch_bytes / Bytes : compact_prefetch_rows;
+  constexpr std::size_t ahead = Stream ? far : compact_prefetch_rows;
   for (std::size_t i = first; i < k; ++i) {
-    if (Prefetch && i + compact_prefetch_rows < k) {
-      const unsigned char* p =
-          m.base + static_cast<std::ptrdiff_t>(keep[i + compact_prefetch_rows]) * m.stride;
+    if (Prefetch && i + ahead < k) {
+      const unsigned char* p = m.base + static_cast<std::ptrdiff_t>(keep[i + ahead]) * m.stride;
       for (std::size_t b = 0; b < Bytes; b += 64)
         _mm_prefetch(reinterpret_cast<const char*>(p + b), _MM_HINT_T0);
     }
-    Copy::template copy_fixed<Bytes>(m.base + static_cast<std::ptrdiff_t>(i) * m.stride,
-                                     m.base + static_cast<std::ptrdiff_t>(keep[i]) * m.stride);
+    Copy::template copy_fixed<Bytes, Stream>(m.base + static_cast<std::ptrdiff_t>(i) * m.stride,
+                                             m.base + static_cast<std::ptrdiff_t>(keep[i]) * m.stride);
   }
+  if (Stream) _mm_sfence();  // order the weakly ordered streaming stores before later stores
 }
 
 template <class Copy, std::size_t Bytes>
 inline void move_fixed(const row_move& m, const index_t* keep, std::size_t first, std::size_t k) noexcept {
-  if (m.prefetch)
-    move_fixed<Copy, Bytes, true>(m, keep, first, k);
+  if (m.stream)
+    move_fixed<Copy, Bytes, true, true>(m, keep, first, k);
+  else if (m.prefetch)
+    move_fixed<Copy, Bytes, true, false>(m, keep, first, k);
   else
-    move_fixed<Copy, Bytes, false>(m, keep, first, k);
+    move_fixed<Copy, Bytes, false, false>(m, keep, first, k);
 }
 
 template <class Copy>
@@ -95,13 +111,19 @@ inline void move_rows_simd(const row_move& m, const index_t* keep, std::size_t f
 namespace avx2 {
 // Row copies with AVX2 registers.
 struct copier {
-  template <std::size_t Bytes>
+  // Stream: d is 32-byte aligned.
+  template <std::size_t Bytes, bool Stream>
   static void copy_fixed(unsigned char* d, const unsigned char* s) noexcept {
     constexpr std::size_t n = Bytes / 32;
     __m256i r[n];
     for (std::size_t j = 0; j < n; ++j)
       r[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + 32 * j));
-    for (std::size_t j = 0; j < n; ++j) _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + 32 * j), r[j]);
+    for (std::size_t j = 0; j < n; ++j) {
+      if (Stream)
+        _mm256_stream_si256(reinterpret_cast<__m256i*>(d + 32 * j), r[j]);
+      else
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + 32 * j), r[j]);
+    }
   }
 
   static void copy_any(unsigned char* d, const unsigned char* s, std::size_t bytes) noexcept {
@@ -123,12 +145,18 @@ inline void move_rows(const row_move& m, const index_t* keep, std::size_t first,
 namespace avx512 {
 // Row copies with AVX512 registers.
 struct copier {
-  template <std::size_t Bytes>
+  // Stream: d is 64-byte aligned.
+  template <std::size_t Bytes, bool Stream>
   static void copy_fixed(unsigned char* d, const unsigned char* s) noexcept {
     constexpr std::size_t n = Bytes / 64;
     __m512i r[n];
     for (std::size_t j = 0; j < n; ++j) r[j] = _mm512_loadu_si512(static_cast<const void*>(s + 64 * j));
-    for (std::size_t j = 0; j < n; ++j) _mm512_storeu_si512(static_cast<void*>(d + 64 * j), r[j]);
+    for (std::size_t j = 0; j < n; ++j) {
+      if (Stream)
+        _mm512_stream_si512(reinterpret_cast<__m512i*>(d + 64 * j), r[j]);
+      else
+        _mm512_storeu_si512(static_cast<void*>(d + 64 * j), r[j]);
+    }
   }
 
   static void copy_any(unsigned char* d, const unsigned char* s, std::size_t bytes) noexcept {
