@@ -21,6 +21,7 @@ struct window_vt {
   static constexpr int mk1 = 12;  // 12 accumulators + 1 query vector + 1 broadcast
   static constexpr int mk2 = 6;   // 12 accumulators + 2 query vectors + 1 broadcast
   static constexpr int mkp = 6;   // pair tiles: same register budget
+  static constexpr int mk4 = 0;  // no four-vector tiles: 16 registers
 
   static reg zero() noexcept { return _mm256_setzero_ps(); }
   static reg load(const float* p) noexcept { return _mm256_loadu_ps(p); }

@@ -29,6 +29,7 @@ struct window_vt {
   static constexpr int mk1 = 24;  // 24 accumulators + 1 query vector
   static constexpr int mk2 = 12;  // 24 accumulators + 2 query vectors
   static constexpr int mkp = 12;  // pair tiles: 24 accumulators + 2 query vectors + broadcast
+  static constexpr int mk4 = 6;  // 24 accumulators + 4 query vectors
 
   static reg zero() noexcept { return _mm512_setzero_ps(); }
   static reg load(const float* p) noexcept { return _mm512_loadu_ps(p); }

@@ -1,8 +1,8 @@
 // The SIMD window-scoring kernel, written once over a vector-traits type VT (one per ISA, in
 // an ISA-named namespace, so each instantiation is a distinct symbol).
 //
-// Structure (per kv head): the g*w query rows of the GQA group are cut into tiles of V or 2V
-// rows (one lane per query row). For each tile, the queries are packed transposed and
+// Structure (per kv head): the g*w query rows of the GQA group are cut into tiles of V, 2V or
+// (AVX-512, when more than 3V rows are left) 4V rows (one lane per query row). For each tile, the queries are packed transposed and
 // pre-scaled, QT[dd][lane] = q[lane][dd] * scale * log2(e), so the logits tile is a small GEMM
 // L[j][lane] = sum_dd K[j][dd] * QT[dd][lane] computed with MK keys x MV vectors of register
 // accumulators (each key element broadcast once and used MV times). Tiles of <= V rows would use
@@ -51,8 +51,10 @@ struct window_simd {
   static constexpr std::size_t V = VT::lanes;
   static constexpr int MK1 = VT::mk1;  // keys per micro-tile with one vector of queries
   static constexpr int MK2 = VT::mk2;  // keys per micro-tile with two vectors of queries
+  static constexpr int MK4 = VT::mk4;  // keys per micro-tile with four vectors (0: no such tiles)
   static constexpr std::size_t G = window_simd_plan::group;
   static_assert(G % V == 0 && G % VT::mk1 == 0 && G % VT::mk2 == 0 && G % VT::mkp == 0 &&
+                    (VT::mk4 == 0 || G % VT::mk4 == 0) &&
                     window_simd_plan::key_block % G == 0,
                 "window kernel: a softmax group must hold whole micro-tiles and vectors");
 
@@ -243,7 +245,7 @@ struct window_simd {
     const reg lowest = VT::set1(std::numeric_limits<float>::lowest());
     // Z per lane: sum_g S_g * 2^(M_g - M), float within 32 groups, double across; the factors
     // 2^(M_g - M) overwrite M.
-    double z[2 * V] = {};
+    double z[4 * V] = {};
     for (std::size_t v = 0; v < W; v += V) {
       const reg m = VT::max(VT::load(t.mx + v), lowest);
       for (std::size_t g0 = 0; g0 < ng; g0 += 32) {
@@ -259,7 +261,7 @@ struct window_simd {
       }
     }
     // 1/Z per lane (0 for padding lanes and rows that see nothing; NaN stays NaN).
-    alignas(64) float iz[2 * V];
+    alignas(64) float iz[4 * V];
     for (std::size_t l = 0; l < W; ++l)
       iz[l] = l >= t.rows ? 0.f : z[l] > 0.0 ? static_cast<float>(1.0 / z[l]) : z[l] != z[l] ? z_nan(z[l]) : 0.f;
     for (std::size_t gi = 0; gi < ng; ++gi)
@@ -277,6 +279,26 @@ struct window_simd {
         VT::store(acc + j, VT::add(VT::load(acc + j), VT::transpose_sum(r)));
       }
       for (; j < n; ++j) acc[j] += VT::reduce_add(VT::mul(VT::load(E + j * W), VT::load(t.M + (j / G) * W)));
+    } else if (W == 4 * V) {
+      for (; j + V <= n; j += V) {
+        const float* f = t.M + (j / G) * W;
+        const reg f0 = VT::load(f), f1 = VT::load(f + V), f2 = VT::load(f + 2 * V), f3 = VT::load(f + 3 * V);
+        reg r[V];
+#pragma GCC unroll 16
+        for (std::size_t a = 0; a < V; ++a) {
+          const float* p = E + (j + a) * W;
+          r[a] = VT::fmadd(VT::load(p + 3 * V), f3,
+                           VT::fmadd(VT::load(p + 2 * V), f2, VT::fmadd(VT::load(p + V), f1, VT::mul(VT::load(p), f0))));
+        }
+        VT::store(acc + j, VT::add(VT::load(acc + j), VT::transpose_sum(r)));
+      }
+      for (; j < n; ++j) {
+        const float* p = E + j * W;
+        const float* f = t.M + (j / G) * W;
+        reg x = VT::mul(VT::load(p), VT::load(f));
+        for (std::size_t v = V; v < W; v += V) x = VT::fmadd(VT::load(p + v), VT::load(f + v), x);
+        acc[j] += VT::reduce_add(x);
+      }
     } else {
       for (; j + V <= n; j += V) {
         const reg f0 = VT::load(t.M + (j / G) * W), f1 = VT::load(t.M + (j / G) * W + V);
@@ -341,12 +363,15 @@ struct window_simd {
       while (row < total && used < SR) {
         std::size_t avail = total - row;
         if (job.reduce_max) avail = std::min(avail, w - row % w);
-        const std::size_t cap = std::min<std::size_t>(2 * V, SR - used);
+        // four-vector tiles (one key broadcast feeds four FMAs) where one fits and would be more
+        // than 3/4 full; otherwise 2V + V tiles waste fewer lanes
+        const std::size_t widest = MK4 > 0 && SR - used >= 4 * V && avail > 3 * V ? 4 * V : 2 * V;
+        const std::size_t cap = std::min<std::size_t>(widest, SR - used);
         const std::size_t rows = std::min(avail, cap);
         tile& t = tiles[nt++];
         t.row0 = row;
         t.rows = rows;
-        t.width = rows <= V ? V : 2 * V;
+        t.width = rows <= V ? V : rows <= 2 * V ? 2 * V : 4 * V;
         t.kind = t.width == V && pair_ok ? (rows <= V / 2 ? 2 : 1) : 0;
         t.qt = qt_all + used * d;
         t.L = L_all + used * n;
@@ -398,7 +423,8 @@ struct window_simd {
           if (tiles[ti].kind == 1) block<1, VT::mkp, 1>(tiles[ti], kp, ks, j0, nb, d, pad);
           else if (tiles[ti].kind == 2) block<1, MK1, 2>(tiles[ti], kp, ks, j0, nb, d, pad);
           else if (tiles[ti].width == V) block<1, MK1>(tiles[ti], kp, ks, j0, nb, d, pad);
-          else block<2, MK2>(tiles[ti], kp, ks, j0, nb, d, pad);
+          else if (tiles[ti].width == 2 * V) block<2, MK2>(tiles[ti], kp, ks, j0, nb, d, pad);
+          else if constexpr (MK4 > 0) block<4, MK4>(tiles[ti], kp, ks, j0, nb, d, pad);
         }
       }
       for (std::size_t ti = 0; ti < nt; ++ti) {
