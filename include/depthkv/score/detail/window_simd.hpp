@@ -2,13 +2,14 @@
 // an ISA-named namespace, so each instantiation is a distinct symbol).
 //
 // Structure (per kv head): the g*w query rows of the GQA group are cut into tiles of V, 2V or
-// (AVX-512, when more than 3V rows are left) 4V rows (one lane per query row). For each tile,
-// the queries are packed transposed and pre-scaled, QT[dd][lane] = q[lane][dd] * scale *
-// log2(e), so the logits tile is a small GEMM L[j][lane] = sum_dd K[j][dd] * QT[dd][lane] computed with MK keys x MV vectors of register
-// accumulators (each key element broadcast once and used MV times). Tiles of <= V rows would use
-// each broadcast once; they pair up head_dim instead (micro_pair: a 64-bit broadcast of two key
-// elements feeds two FMAs). Keys stream in blocks; f16 and bf16 blocks are converted to f32 once
-// per block and reused by every tile of up to `super_rows` query rows.
+// (AVX-512, when more than 3V rows are left) 4V rows (one lane per query row). For each tile, the
+// queries are packed transposed and pre-scaled, QT[dd][lane] = q[lane][dd] * scale * log2(e), so
+// the logits tile is a small GEMM L[j][lane] = sum_dd K[j][dd] * QT[dd][lane] computed with MK
+// keys x MV vectors of register accumulators (each key element broadcast once and used MV times).
+// Tiles of <= V rows would use each broadcast once; they pair up head_dim instead (micro_pair: a
+// 64-bit broadcast of two key elements feeds two FMAs). Keys stream in blocks; f16 and bf16
+// blocks are converted to f32 once per block and reused by every tile of up to `super_rows` query
+// rows.
 //
 // The softmax is folded into the GEMM (one pass over the logits instead of three): every group
 // of `group` keys is masked, exponentiated against the running per-lane maximum M_g while still
