@@ -11,6 +11,9 @@
 // thread's CPU time.
 // Baseline: the scalar path (isa scalar) on a subset of sizes.
 //
+// window_gemm/lanes/n and window_softmax: the kernel's GEMM and softmax step measured apart
+// (AVX-512 only), which bounds the whole kernel's pct_peak (see below).
+//
 // prune/<part>: one layer, 8 kv heads, 32 query heads (GQA 4), head_dim 128, n = 32768 f16
 // tokens, SnapKV with a 32-query window, keep 20%: score (8 heads), select (top-k of 8 rows),
 // compact (retain on every head), and the whole prune_layer. Each iteration of compact/total
@@ -21,7 +24,9 @@
 #include <chrono>
 #include <cstdio>
 #include <ctime>
+#include <limits>
 #include <string>
+#include <type_traits>
 #include <random>
 #include <vector>
 
@@ -194,6 +199,103 @@ void window_args(benchmark::internal::Benchmark* b) {
 BENCHMARK_TEMPLATE(BM_window, float)->Apply(window_args);
 BENCHMARK_TEMPLATE(BM_window, f16)->Apply(window_args);
 BENCHMARK_TEMPLATE(BM_window, bf16)->Apply(window_args);
+
+// ------------------------------------------------------------------------------ kernel parts
+// The window kernel's two parts measured apart with its own code (AVX-512 traits), to bound
+// what the whole kernel can reach: pct_peak <= gemm_pct / (1 + softmax cost per logit / GEMM
+// cost per logit).
+#if DEPTHKV_HAVE_AVX512
+using vt512 = detail::avx512::window_vt;
+using simd512 = detail::window_simd<vt512>;
+
+// window_gemm/<lanes>/n: the logits GEMM alone (micro-tiles of the given query width: 16 =
+// pair tiles, 32 = 2 vectors x 12 keys, 64 = 4 vectors x 6 keys) over n f32 keys of head_dim 128
+// streamed from memory, logits stored as the kernel stores them; no softmax.
+void BM_window_gemm(benchmark::State& st) {
+  const auto W = static_cast<std::size_t>(st.range(0)), n = static_cast<std::size_t>(st.range(1));
+  constexpr std::size_t d = 128;
+  std::mt19937 g(11);
+  std::normal_distribution<float> nd;
+  std::vector<float> k(n * d), qt(d * W), L(n * W);
+  for (auto& x : k) x = nd(g);
+  for (auto& x : qt) x = nd(g);
+  const auto ks = static_cast<std::ptrdiff_t>(d);
+  auto sweep = [&](auto mk_tag, auto fn) {
+    constexpr std::size_t MK = decltype(mk_tag)::value;
+    for (std::size_t a = 0; a + MK <= n; a += MK) {
+      const float* kp = k.data() + static_cast<std::ptrdiff_t>(a) * ks;
+      fn(kp, L.data() + a * W, a + 2 * MK <= n ? kp + static_cast<std::ptrdiff_t>(MK) * ks : nullptr);
+    }
+    return n - n % MK;
+  };
+  const double peak = measured_peak();
+  std::size_t keys = 0;
+  const double t0 = thread_seconds();
+  for (auto _ : st) {
+    if (W == 64)
+      keys = sweep(std::integral_constant<std::size_t, vt512::mk4>{}, [&](const float* kp, float* out, const float* next) {
+        simd512::micro<4, vt512::mk4>(qt.data(), kp, ks, d, out, next);
+      });
+    else if (W == 32)
+      keys = sweep(std::integral_constant<std::size_t, vt512::mk2>{}, [&](const float* kp, float* out, const float* next) {
+        simd512::micro<2, vt512::mk2>(qt.data(), kp, ks, d, out, next);
+      });
+    else
+      keys = sweep(std::integral_constant<std::size_t, vt512::mkp>{}, [&](const float* kp, float* out, const float* next) {
+        simd512::micro_pair<vt512::mkp, 2>(qt.data(), kp, ks, d, out, next);
+      });
+    benchmark::DoNotOptimize(L.data());
+  }
+  const double gflops = 2.0 * double(W) * double(keys) * double(d) * double(st.iterations()) * 1e-9 /
+                        (thread_seconds() - t0);
+  st.counters["GFLOPs"] = gflops;
+  st.counters["pct_peak"] = 100.0 * gflops / peak;
+}
+BENCHMARK(BM_window_gemm)
+    ->ArgsProduct({{16, 32, 64}, {4096, 32768}})
+    ->ArgNames({"lanes", "n"})
+    ->Unit(benchmark::kMicrosecond);
+
+// window_softmax: the kernel's per-group softmax step (mask check, running max, 2^(L - M_g)
+// in place, per-lane sums) on one L1-resident group of 48 keys x 64 query lanes. pct_of_gemm:
+// its time per logit as a share of the logits GEMM at head_dim 128 at the measured peak
+// (2 * 128 flops per logit); ceiling_pct = 100 / (1 + pct_of_gemm / 100), the % of peak left
+// for a kernel whose GEMM ran at peak and whose softmax cost nothing else.
+void BM_window_softmax(benchmark::State& st) {
+  constexpr std::size_t W = 64, G = detail::window_simd_plan::group, d = 128;
+  std::mt19937 g(13);
+  std::normal_distribution<float> nd;
+  alignas(64) float L[G * W], mx[W], M[2 * W], S[2 * W];
+  alignas(64) std::size_t lim[W];
+  for (auto& x : L) x = 4.f * nd(g);
+  for (std::size_t l = 0; l < W; ++l) {
+    mx[l] = -std::numeric_limits<float>::infinity();
+    lim[l] = G;
+  }
+  simd512::tile t;
+  t.rows = t.width = W;
+  t.lim_min = G;
+  t.L = L;
+  t.mx = mx;
+  t.lim = lim;
+  t.M = M;
+  t.S = S;
+  const double peak = measured_peak();
+  const double t0 = thread_seconds();
+  for (auto _ : st) {
+    // Repeated in place the values settle in (0, 1] (no denormals): the same work every time.
+    simd512::group_softmax(t, 0, G);
+    benchmark::DoNotOptimize(L);
+  }
+  const double s = thread_seconds() - t0;
+  const double logits = double(G * W) * double(st.iterations());
+  const double gemm_s = logits * 2.0 * d / (peak * 1e9);
+  st.counters["ns_per_16_logits"] = s / logits * 16 * 1e9;
+  st.counters["pct_of_gemm"] = 100.0 * s / gemm_s;
+  st.counters["ceiling_pct"] = 100.0 / (1.0 + s / gemm_s);
+}
+BENCHMARK(BM_window_softmax)->Unit(benchmark::kNanosecond);
+#endif
 
 // ------------------------------------------------------------------------------ whole-layer prune
 struct prune_fixture {

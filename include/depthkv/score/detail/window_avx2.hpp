@@ -58,19 +58,14 @@ struct window_vt {
     const reg u1 = _mm256_add_ps(_mm256_shuffle_ps(t[2], t[3], 0x44), _mm256_shuffle_ps(t[2], t[3], 0xEE));
     return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
   }
-  // 2^x for x <= 0 (-inf and x < -126.5 -> 0, NaN -> NaN); relative error ~1e-7.
+  // 2^x for x <= 0 (-inf and x < -126.5 -> 0, NaN -> NaN); relative error ~2.3e-7 (exp2_poly).
   static reg exp2(reg x) noexcept {
     x = _mm256_max_ps(_mm256_set1_ps(-127.f), x);  // NaN in x survives (max returns 2nd operand)
     const reg n = _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     const reg f = _mm256_sub_ps(x, n);
-    reg p = _mm256_set1_ps(1.5252733804059840e-5f);
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.5403530393381608e-4f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.3333558146428443e-3f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(9.6181291076284772e-3f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(5.5504108664821580e-2f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(2.4022650695910071e-1f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(6.9314718055994531e-1f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.f));
+    reg p = _mm256_set1_ps(exp2_poly[5]);
+#pragma GCC unroll 5
+    for (int i = 4; i >= 0; --i) p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(exp2_poly[i]));
     // 2^n from the exponent bits; n = -127 gives the bit pattern of +0.0.
     const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(n), _mm256_set1_epi32(127)), 23);
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));

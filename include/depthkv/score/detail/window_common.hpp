@@ -44,6 +44,12 @@ inline constexpr float log2e_f = 1.4426950408889634f;
 // A NaN row sum (NaN in the keys or queries) makes the row's weights NaN: errors stay visible.
 inline float z_nan(double) noexcept { return std::numeric_limits<float>::quiet_NaN(); }
 
+// 2^f ~= sum_i exp2_poly[i] f^i on [-0.5, 0.5] (near-minimax relative error, 2.3e-7 measured in
+// float Horner evaluation): degree 5 is the smallest with float-level accuracy, and every term
+// saved is an FMA taken from the GEMM of the SIMD kernels.
+inline constexpr float exp2_poly[6] = {1.0000000716554316f, 0.6931469670620406f, 0.24022119720073748f,
+                                       0.05550713276095537f, 0.009675541540130103f, 0.0013276471736728655f};
+
 // exp2 on [-inf, 0] for the scalar path (std::exp2 is accurate; this path is the reference).
 inline float exp2_scalar(float x) noexcept { return std::exp2(x); }
 
