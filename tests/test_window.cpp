@@ -136,7 +136,10 @@ TEMPLATE_TEST_CASE("window_scores: every path matches the double reference", "[w
   };
   const shape shapes[] = {{1, 1, 1, 1, 1, 0},    {1, 1, 3, 5, 7, 0},     {4, 2, 8, 64, 131, 0},
                           {8, 2, 16, 128, 301, 0}, {2, 1, 33, 24, 97, 3}, {4, 4, 64, 130, 200, 0},
-                          {6, 2, 17, 16, 40, 0},  {32, 8, 2, 32, 60, 0}};
+                          {6, 2, 17, 16, 40, 0},  {32, 8, 2, 32, 60, 0},
+                          // 40 rows: a 32- and an 8-row tile share each key block (f16/bf16
+                          // converted once per block; single-tile shapes convert per micro-tile)
+                          {2, 1, 20, 48, 250, 2}};
   for (const shape& s : shapes) {
     random_case<TestType> c(s.H, s.n_kv, s.w, s.d, s.n, 1.f, s.pad);
     for (bool use_max : {false, true}) {

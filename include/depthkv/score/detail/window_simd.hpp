@@ -7,9 +7,9 @@
 // the logits tile is a small GEMM L[j][lane] = sum_dd K[j][dd] * QT[dd][lane] computed with MK
 // keys x MV vectors of register accumulators (each key element broadcast once and used MV times).
 // Tiles of <= V rows would use each broadcast once; they pair up head_dim instead (micro_pair: a
-// 64-bit broadcast of two key elements feeds two FMAs). Keys stream in blocks; f16 and bf16
-// blocks are converted to f32 once per block and reused by every tile of up to `super_rows` query
-// rows.
+// 64-bit broadcast of two key elements feeds two FMAs). Keys stream in blocks. f16 and bf16
+// keys are converted to f32 micro-tile by micro-tile into an L1-resident buffer when a
+// super-tile is one tile (the usual case), or once per block and shared when it holds several.
 //
 // The softmax is folded into the GEMM (one pass over the logits instead of three): every group
 // of `group` keys is masked, exponentiated against the running per-lane maximum M_g while still
@@ -38,7 +38,7 @@ struct window_simd_plan {
   static std::size_t floats(std::size_t n, std::size_t d, std::size_t g) noexcept {
     return super_rows * d            // packed queries of one super-tile
            + super_rows * n          // exponentiated logits of one super-tile
-           + (key_block + 32) * d    // converted key block + zero-padded tail tile
+           + (key_block + 32) * d    // converted key block (or micro-tile) + zero-padded tail tile
            + 4 * super_rows          // per-lane max / limits
            + g * n                   // per-head sums (max reduction)
            + 2 * super_rows * groups(n)  // per group and lane: reference max, sum
@@ -205,34 +205,50 @@ struct window_simd {
     }
   }
 
-  // Logits of keys [j0, j0 + nb) (rows at kp with stride ks) for one tile, each group of G keys
-  // exponentiated as soon as it is complete. j0 is a multiple of G.
-  template <int MV, int MK, int KIND = 0>  // KIND: 0 plain, 1 pair (NQ 2), 2 half pair (NQ 1)
-  static void block(const tile& t, const float* kp, std::ptrdiff_t ks, std::size_t j0, std::size_t nb,
-                    std::size_t d, float* pad) noexcept {
+  // Logits of keys [j0, j0 + nb) for one tile, each group of G keys exponentiated as soon as it
+  // is complete. j0 is a multiple of G. Keys: row i of the block at kp + i * ks (elements); f32
+  // rows are read in place, f16/bf16 rows are converted MK at a time into conv ([MK][d] floats,
+  // stays in L1 next to the packed queries), with rows up to `avail` readable for prefetching.
+  template <int MV, int MK, int KIND = 0, class K>  // KIND: 0 plain, 1 pair (NQ 2), 2 half pair (NQ 1)
+  static void block(const tile& t, const K* kp, std::ptrdiff_t ks, std::size_t j0, std::size_t nb, std::size_t d,
+                    float* pad, float* conv, std::size_t avail) noexcept {
     constexpr std::size_t W = MV * V;
     static_assert(KIND == 0 || MV == 1, "pair tiles are one vector wide");
     static_assert(G % MK == 0, "a softmax group holds whole micro-tiles");
+    auto row = [&](std::size_t i) { return kp + static_cast<std::ptrdiff_t>(i) * ks; };
+    auto gemm = [&](const float* src, std::ptrdiff_t ss, float* out, const float* next) {
+      if constexpr (KIND != 0)
+        micro_pair<MK, KIND == 1 ? 2 : 1>(t.qt, src, ss, d, out, next);
+      else
+        micro<MV, MK>(t.qt, src, ss, d, out, next);
+    };
     std::size_t a = 0;
     for (; a + MK <= nb; a += MK) {
       const std::size_t j = j0 + a;
-      const float* next = a + 2 * MK <= nb ? kp + static_cast<std::ptrdiff_t>(a + MK) * ks : nullptr;
-      if constexpr (KIND != 0)
-        micro_pair<MK, KIND == 1 ? 2 : 1>(t.qt, kp + static_cast<std::ptrdiff_t>(a) * ks, ks, d, t.L + j * W, next);
-      else
-        micro<MV, MK>(t.qt, kp + static_cast<std::ptrdiff_t>(a) * ks, ks, d, t.L + j * W, next);
+      if constexpr (std::is_same_v<K, float>) {
+        gemm(row(a), ks, t.L + j * W, a + 2 * MK <= nb ? row(a + MK) : nullptr);
+      } else {
+        // The next micro-tile's rows (possibly the next block's) arrive during this GEMM.
+        for (std::size_t i = a + MK; i < std::min(a + 2 * MK, avail); ++i) {
+          const char* r = reinterpret_cast<const char*>(row(i));
+          for (std::size_t off = 0; off < d * sizeof(K); off += 64) __builtin_prefetch(r + off, 0, 3);
+        }
+        for (std::size_t i = 0; i < static_cast<std::size_t>(MK); ++i) VT::convert_row(row(a + i), conv + i * d, d);
+        gemm(conv, static_cast<std::ptrdiff_t>(d), t.L + j * W, nullptr);
+      }
       if ((a + MK) % G == 0) group_softmax(t, j + MK - G, G);
     }
     if (a < nb) {  // tail: zero-padded copy, then store only the real rows
       const std::size_t r = nb - a;
-      for (std::size_t i = 0; i < r; ++i)
-        std::memcpy(pad + i * d, kp + static_cast<std::ptrdiff_t>(a + i) * ks, d * sizeof(float));
+      for (std::size_t i = 0; i < r; ++i) {
+        if constexpr (std::is_same_v<K, float>)
+          std::memcpy(pad + i * d, row(a + i), d * sizeof(float));
+        else
+          VT::convert_row(row(a + i), pad + i * d, d);
+      }
       std::memset(pad + r * d, 0, (MK - r) * d * sizeof(float));
       alignas(64) float tmp[MK * W];
-      if constexpr (KIND != 0)
-        micro_pair<MK, KIND == 1 ? 2 : 1>(t.qt, pad, static_cast<std::ptrdiff_t>(d), d, tmp, nullptr);
-      else
-        micro<MV, MK>(t.qt, pad, static_cast<std::ptrdiff_t>(d), d, tmp, nullptr);
+      gemm(pad, static_cast<std::ptrdiff_t>(d), tmp, nullptr);
       std::memcpy(t.L + (j0 + a) * W, tmp, r * W * sizeof(float));
     }
     const std::size_t whole = nb - nb % G;
@@ -401,31 +417,34 @@ struct window_simd {
       // Logits of every tile, key block by key block.
       for (std::size_t j0 = 0; j0 < n; j0 += KB) {
         const std::size_t nb = std::min(KB, n - j0);
-        const float* kp;
-        std::ptrdiff_t ks;
-        if constexpr (std::is_same_v<T, float>) {
-          kp = keys + static_cast<std::ptrdiff_t>(j0) * k_stride;
-          ks = k_stride;
+        // One tile: f16/bf16 rows are converted per micro-tile inside block (a converted block
+        // would have no other tile to serve, and at 96 rows it would push the packed queries
+        // out of L1). Several tiles: the block is converted once and shared.
+        auto run_tiles = [&](const auto* kp, std::ptrdiff_t ks) {
+          for (std::size_t ti = 0; ti < nt; ++ti) {
+            tile& tt = tiles[ti];
+            if (tt.kind == 1) block<1, VT::mkp, 1>(tt, kp, ks, j0, nb, d, pad, kbuf, n - j0);
+            else if (tt.kind == 2) block<1, MK1, 2>(tt, kp, ks, j0, nb, d, pad, kbuf, n - j0);
+            else if (tt.width == V) block<1, MK1>(tt, kp, ks, j0, nb, d, pad, kbuf, n - j0);
+            else if (tt.width == 2 * V) block<2, MK2>(tt, kp, ks, j0, nb, d, pad, kbuf, n - j0);
+            else if constexpr (MK4 > 0) block<4, MK4>(tt, kp, ks, j0, nb, d, pad, kbuf, n - j0);
+          }
+        };
+        const T* raw = keys + static_cast<std::ptrdiff_t>(j0) * k_stride;
+        if (std::is_same_v<T, float> || nt == 1) {
+          run_tiles(raw, k_stride);
         } else {
           // Convert this block; prefetch the next one, which then arrives during this block's GEMM
           // (the conversion would otherwise stall on memory with the FMA units idle).
           const std::size_t row_bytes = d * sizeof(T);
           for (std::size_t a = 0; a < nb; ++a) {
-            VT::convert_row(keys + static_cast<std::ptrdiff_t>(j0 + a) * k_stride, kbuf + a * d, d);
+            VT::convert_row(raw + static_cast<std::ptrdiff_t>(a) * k_stride, kbuf + a * d, d);
             if (j0 + KB + a < n) {
               const char* r = reinterpret_cast<const char*>(keys + static_cast<std::ptrdiff_t>(j0 + KB + a) * k_stride);
               for (std::size_t off = 0; off < row_bytes; off += 64) __builtin_prefetch(r + off, 0, 2);
             }
           }
-          kp = kbuf;
-          ks = static_cast<std::ptrdiff_t>(d);
-        }
-        for (std::size_t ti = 0; ti < nt; ++ti) {
-          if (tiles[ti].kind == 1) block<1, VT::mkp, 1>(tiles[ti], kp, ks, j0, nb, d, pad);
-          else if (tiles[ti].kind == 2) block<1, MK1, 2>(tiles[ti], kp, ks, j0, nb, d, pad);
-          else if (tiles[ti].width == V) block<1, MK1>(tiles[ti], kp, ks, j0, nb, d, pad);
-          else if (tiles[ti].width == 2 * V) block<2, MK2>(tiles[ti], kp, ks, j0, nb, d, pad);
-          else if constexpr (MK4 > 0) block<4, MK4>(tiles[ti], kp, ks, j0, nb, d, pad);
+          run_tiles(static_cast<const float*>(kbuf), static_cast<std::ptrdiff_t>(d));
         }
       }
       for (std::size_t ti = 0; ti < nt; ++ti) {
