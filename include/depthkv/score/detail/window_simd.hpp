@@ -422,7 +422,7 @@ struct window_simd {
         // out of L1). Several tiles: the block is converted once and shared.
         auto run_tiles = [&](const auto* kp, std::ptrdiff_t ks) {
           for (std::size_t ti = 0; ti < nt; ++ti) {
-            tile& tt = tiles[ti];
+            const tile& tt = tiles[ti];
             if (tt.kind == 1) block<1, VT::mkp, 1>(tt, kp, ks, j0, nb, d, pad, kbuf, n - j0);
             else if (tt.kind == 2) block<1, MK1, 2>(tt, kp, ks, j0, nb, d, pad, kbuf, n - j0);
             else if (tt.width == V) block<1, MK1>(tt, kp, ks, j0, nb, d, pad, kbuf, n - j0);
@@ -431,7 +431,9 @@ struct window_simd {
           }
         };
         const T* raw = keys + static_cast<std::ptrdiff_t>(j0) * k_stride;
-        if (std::is_same_v<T, float> || nt == 1) {
+        if constexpr (std::is_same_v<T, float>) {
+          run_tiles(raw, k_stride);
+        } else if (nt == 1) {
           run_tiles(raw, k_stride);
         } else {
           // Convert this block; prefetch the next one, which then arrives during this block's GEMM
