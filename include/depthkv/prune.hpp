@@ -10,6 +10,7 @@
 #include "depthkv/cache/kv_cache.hpp"
 #include "depthkv/cache/kv_view.hpp"
 #include "depthkv/config.hpp"
+#include "depthkv/detail/checked.hpp"
 #include "depthkv/error.hpp"
 #include "depthkv/score/policies.hpp"
 #include "depthkv/score/window.hpp"
@@ -93,34 +94,46 @@ head_input<T> make_input(std::size_t layer, std::size_t h, std::size_t n_heads, 
   return in;
 }
 
-// Validates one layer's prune; throws before anything is touched.
+// Adaptive mode: the rows head h (of n) keeps before the layer-wide competition: its protected
+// rows, or ceil(alpha * keep) if more, at most n.
+inline std::size_t adaptive_floor(std::size_t n, std::size_t keep, float alpha, std::size_t prot) noexcept {
+  const std::size_t fl = clamp_to_count(std::ceil(static_cast<double>(alpha) * static_cast<double>(keep)), keep);
+  return std::min(n, std::max(fl, prot));
+}
+
+// Validates one layer's prune; throws before anything is touched. Every size the selection
+// computes from these inputs (row totals, the score scratch) is checked for overflow here.
 template <class T, class Policy, class Heads>
 void check_layer_prune(const char* where, std::size_t layer, std::size_t n_heads, Heads&& head, std::size_t keep,
                        const Policy& policy, const layer_queries& q, const prune_options& opt) {
   DEPTHKV_CHECK(opt.alpha >= 0.f && opt.alpha <= 1.f, where, "alpha must be in [0, 1], got ", opt.alpha);
-  const std::size_t prot = policy.n_sink + policy.n_recent;
-  std::size_t total_len = 0, total_floor = 0;
+  std::size_t total_len = 0, total_floor = 0, stride = 0;
   for (std::size_t h = 0; h < n_heads; ++h) {
     const head_ref<T> r = head(h);
     const std::size_t n = r.keys.n;
-    total_len += n;
+    const std::size_t prot = protected_rows(n, policy.n_sink, policy.n_recent);
+    total_len = checked_add(where, total_len, n, "layer ", layer, ": rows summed over heads");
+    stride = std::max(stride, n);
     DEPTHKV_CHECK(r.positions.empty() || r.positions.size() == n, where, "layer ", layer, " head ", h, " has ",
                   n, " rows but ", r.positions.size(), " positions");
     if (opt.mode == granularity::shared && h > 0)
       DEPTHKV_CHECK(n == head(0).keys.n, where, "shared granularity needs equal head lengths, but layer ", layer,
                     " head 0 has ", head(0).keys.n, " rows and head ", h, " has ", n);
     if (opt.mode != granularity::adaptive) {
-      DEPTHKV_CHECK(n <= keep || std::min(prot, n) <= keep, where, "keep ", keep, " for layer ", layer,
+      DEPTHKV_CHECK(n <= keep || prot <= keep, where, "keep ", keep, " for layer ", layer,
                     " is below the protected rows (", policy.name, " n_sink ", policy.n_sink, " + n_recent ",
-                    policy.n_recent, ")");
+                    policy.n_recent, ": ", prot, " of ", n, " rows)");
     } else {
-      const auto fl = static_cast<std::size_t>(std::ceil(static_cast<double>(opt.alpha) * static_cast<double>(keep)));
-      total_floor += std::min(n, std::max(fl, std::min(prot, n)));
+      total_floor += adaptive_floor(n, keep, opt.alpha, prot);  // <= n: cannot overflow past total_len
     }
     if (n > 0) policy.check(make_input(layer, h, n_heads, r, q));
   }
+  // select_layer's scratch: (n_heads + 1) score rows and n_heads keep rows of `stride` entries.
+  (void)checked_mul(where, checked_mul(where, checked_add(where, n_heads, 1, "n_kv_heads + 1"), stride,
+                                       "layer ", layer, ": score scratch rows"),
+                    sizeof(float), "layer ", layer, ": score scratch bytes");
   if (opt.mode == granularity::adaptive) {
-    const std::size_t total = std::min(keep * n_heads, total_len);
+    const std::size_t total = std::min(sat_mul(keep, n_heads), total_len);
     DEPTHKV_CHECK(total_floor <= total, where, "layer ", layer, ": per-head floors and protected rows (",
                   total_floor, " rows: alpha ", opt.alpha, ", n_sink ", policy.n_sink, " + n_recent ",
                   policy.n_recent, ") exceed the layer's budget of ", total, " rows");
@@ -133,7 +146,7 @@ inline std::size_t merge_sorted(const index_t* a, std::size_t na, const index_t*
 }
 
 // Scores and selects one layer (no mutation). Fills ws.keep rows [h * stride ...] and ws.counts.
-// Returns the row stride of ws.keep.
+// Returns the row stride of ws.keep. Pre: check_layer_prune passed (no size below overflows).
 template <class T, class Policy, class Heads>
 std::size_t select_layer(std::size_t layer, std::size_t n_heads, Heads&& head, std::size_t keep, const Policy& policy,
                          const layer_queries& q, const prune_options& opt, prune_workspace& ws) {
@@ -173,13 +186,11 @@ std::size_t select_layer(std::size_t layer, std::size_t n_heads, Heads&& head, s
   } else {
     // Ada-KV: floors first (top floor_h of each head, protected rows included), then the best
     // remaining (head, token) pairs over all heads.
-    const std::size_t total = std::min(keep * n_heads, total_len);
-    const std::size_t prot = policy.n_sink + policy.n_recent;
-    const auto fl = static_cast<std::size_t>(std::ceil(static_cast<double>(opt.alpha) * static_cast<double>(keep)));
+    const std::size_t total = std::min(sat_mul(keep, n_heads), total_len);
     std::size_t used = 0;
     for (std::size_t h = 0; h < n_heads; ++h) {
       const std::size_t n = head(h).keys.n;
-      const std::size_t floor_h = std::min(n, std::max(fl, std::min(prot, n)));
+      const std::size_t floor_h = adaptive_floor(n, keep, opt.alpha, protected_rows(n, policy.n_sink, policy.n_recent));
       ws.counts[h] = topk(span<const float>(ws.scores.data() + h * stride, n), floor_h,
                           span<index_t>(ws.keep.data() + h * stride, n), topt, ws.select);
       used += ws.counts[h];

@@ -34,6 +34,7 @@
 
 #include "depthkv/budget/profile.hpp"
 #include "depthkv/config.hpp"
+#include "depthkv/detail/checked.hpp"
 #include "depthkv/error.hpp"
 #include "depthkv/types.hpp"
 
@@ -68,6 +69,10 @@ struct resolved_request {
   double keep_ratio() const noexcept { return total == 0 ? 1.0 : double(budget) / double(total); }
 };
 
+// Largest total of lengths an allocation request may have: 2^53 tokens, so that every count
+// and share the allocators compute in double precision is exact.
+inline constexpr std::size_t max_allocation_tokens = std::size_t{1} << 53;
+
 // Validates `req` and resolves it; throws depthkv::error naming the argument, or for an
 // infeasible budget, saying by how many tokens it misses the feasible range.
 inline resolved_request resolve(const allocation_request& req, const char* where = "depthkv::allocate") {
@@ -80,16 +85,19 @@ inline resolved_request resolve(const allocation_request& req, const char* where
   r.hi = req.lengths;
   std::size_t sum_lo = 0;
   for (std::size_t l = 0; l < n; ++l) {
+    const std::size_t len = req.lengths[l];
+    DEPTHKV_CHECK(len <= max_allocation_tokens - r.total, where, "lengths[", l, "] = ", len, " brings the total of ",
+                  "lengths above the supported ", max_allocation_tokens, " tokens (2^53)");
     const std::size_t m = req.minimums.empty() ? 0 : req.minimums.size() == 1 ? req.minimums[0] : req.minimums[l];
-    r.lo[l] = std::min(m, req.lengths[l]);
-    sum_lo += r.lo[l];
-    r.total += req.lengths[l];
+    r.lo[l] = std::min(m, len);
+    sum_lo += r.lo[l];  // <= total <= 2^53
+    r.total += len;
   }
   if (req.budget.is_ratio) {
     const double kr = req.budget.keep_ratio;
     DEPTHKV_CHECK(std::isfinite(kr) && kr >= 0.0 && kr <= 1.0, where, "keep ratio ", kr, " outside [0, 1]");
     const long double b = std::floor(static_cast<long double>(kr) * static_cast<long double>(r.total) + 0.5L);
-    r.budget = std::min(r.total, static_cast<std::size_t>(b));
+    r.budget = b >= static_cast<long double>(r.total) ? r.total : static_cast<std::size_t>(b);  // total <= 2^53: exact
   } else {
     r.budget = req.budget.n_tokens;
   }
@@ -312,7 +320,7 @@ inline void hull_runs(const std::vector<pt>& h, std::size_t layer, std::size_t l
     std::size_t count;
     if (double(k) >= a.x && double(k + 1) <= b.x) {
       gain = (a.y - b.y) / (b.x - a.x);
-      const std::size_t end = std::min(len, static_cast<std::size_t>(std::floor(b.x)));
+      const std::size_t end = detail::clamp_to_count(std::floor(b.x), len);
       count = std::max<std::size_t>(1, end - k);
     } else {  // the unit [k, k+1] straddles the vertex b
       gain = eval_pl(h, double(k)) - eval_pl(h, double(k + 1));
@@ -389,8 +397,8 @@ inline std::vector<std::size_t> allocate_proportional(const allocation_request& 
   std::size_t sum_lo = 0, sum_hi = 0;
   for (std::size_t l = 0; l < n; ++l) {
     const double len = double(r.hi[l]);
-    const auto cmin = static_cast<std::size_t>(std::ceil(opt.min_keep_ratio * len - 1e-9));
-    const auto cmax = static_cast<std::size_t>(std::floor(opt.max_keep_ratio * len + 1e-9));
+    const std::size_t cmin = detail::clamp_to_count(std::ceil(opt.min_keep_ratio * len - 1e-9), r.hi[l]);
+    const std::size_t cmax = detail::clamp_to_count(std::floor(opt.max_keep_ratio * len + 1e-9), r.hi[l]);
     const std::size_t lo = std::min(r.hi[l], std::max(r.lo[l], cmin));
     const std::size_t hi = std::max(lo, std::min(r.hi[l], cmax));
     r.lo[l] = lo;

@@ -10,6 +10,7 @@
 #include "depthkv/cache/kv_view.hpp"
 #include "depthkv/config.hpp"
 #include "depthkv/detail/aligned_buffer.hpp"
+#include "depthkv/detail/checked.hpp"
 #include "depthkv/error.hpp"
 #include "depthkv/select/compact.hpp"
 #include "depthkv/select/detail/target.hpp"
@@ -36,7 +37,8 @@ class kv_cache {
 
   // All layers start with room for `capacity` tokens per head.
   kv_cache(std::size_t n_layers, std::size_t n_kv_heads, std::size_t head_dim, std::size_t capacity)
-      : kv_cache(n_layers, n_kv_heads, head_dim, std::vector<std::size_t>(n_layers, capacity)) {}
+      : kv_cache(n_layers, n_kv_heads, head_dim,
+                 std::vector<std::size_t>(check_head_count("depthkv::kv_cache", n_layers, n_kv_heads), capacity)) {}
 
   // Layer l starts with room for capacity_per_layer[l] tokens per head.
   kv_cache(std::size_t n_layers, std::size_t n_kv_heads, std::size_t head_dim,
@@ -48,10 +50,19 @@ class kv_cache {
     DEPTHKV_CHECK(head_dim > 0, where, "head_dim must be > 0, got ", head_dim);
     DEPTHKV_CHECK(capacity_per_layer.size() == n_layers, where, "capacity_per_layer has ",
                   capacity_per_layer.size(), " entries, expected n_layers = ", n_layers);
-    for (std::size_t l = 0; l < n_layers; ++l)
+    const std::size_t n_heads_total = check_head_count(where, n_layers, n_kv_heads) * n_kv_heads;
+    // 2 * head_dim * sizeof(T) + sizeof(pos_t) bytes per row (row_bytes) must fit, and so must
+    // every head's capacity in bytes.
+    const std::size_t row = detail::checked_add(
+        where, detail::checked_mul(where, head_dim, 2 * sizeof(T), "head_dim ", head_dim, ": bytes per row"),
+        sizeof(pos_t), "head_dim ", head_dim, ": bytes per row");
+    for (std::size_t l = 0; l < n_layers; ++l) {
       DEPTHKV_CHECK(capacity_per_layer[l] <= max_tokens, where, "capacity_per_layer[", l, "] = ",
                     capacity_per_layer[l], " exceeds the limit of ", max_tokens, " tokens per head");
-    heads_.resize(n_layers * n_kv_heads);
+      (void)detail::checked_mul(where, capacity_per_layer[l], row, "capacity_per_layer[", l, "] = ",
+                                capacity_per_layer[l], " rows of ", row, " bytes");
+    }
+    heads_.resize(n_heads_total);
     for (std::size_t l = 0; l < n_layers; ++l)
       for (std::size_t h = 0; h < n_kv_heads; ++h) at(l, h) = head_store(capacity_per_layer[l], head_dim);
   }
@@ -155,9 +166,11 @@ class kv_cache {
   void append(std::size_t layer, kv_view<const T> k, kv_view<const T> v, pos_t first_position) {
     constexpr const char* where = "depthkv::kv_cache::append";
     const std::size_t n = k.n_tokens();
-    DEPTHKV_CHECK(first_position >= 0 && static_cast<std::size_t>(first_position) + n <=
-                                              static_cast<std::size_t>(std::numeric_limits<pos_t>::max()) + 1,
-                  where, "first_position ", first_position, " with ", n, " tokens leaves the int32 range");
+    // Positions first_position .. first_position + n - 1 must all be int32 (written without a sum
+    // that could wrap for huge n).
+    constexpr std::size_t positions_available = static_cast<std::size_t>(std::numeric_limits<pos_t>::max()) + 1;
+    DEPTHKV_CHECK(first_position >= 0 && n <= positions_available - static_cast<std::size_t>(first_position), where,
+                  "first_position ", first_position, " with ", n, " tokens leaves the int32 range");
     scratch_pos_.resize(n);
     for (std::size_t i = 0; i < n; ++i) scratch_pos_[i] = first_position + static_cast<pos_t>(i);
     append(layer, k, v, span<const pos_t>(scratch_pos_));
@@ -195,6 +208,7 @@ class kv_cache {
     constexpr const char* where = "depthkv::kv_cache::reserve";
     check_layer(where, layer);
     DEPTHKV_CHECK(capacity <= max_tokens, where, "capacity ", capacity, " exceeds the limit of ", max_tokens);
+    (void)detail::checked_mul(where, capacity, row_bytes(), "capacity ", capacity, " rows of ", row_bytes(), " bytes");
     std::vector<head_store> grown;  // allocate everything first: bad_alloc leaves the cache intact
     grown.reserve(n_heads_);
     for (std::size_t h = 0; h < n_heads_; ++h)
@@ -249,6 +263,15 @@ class kv_cache {
     rows_view<T> key_rows(std::size_t dim) noexcept { return {k.data(), len, dim, static_cast<std::ptrdiff_t>(dim)}; }
     rows_view<T> value_rows(std::size_t dim) noexcept { return {v.data(), len, dim, static_cast<std::ptrdiff_t>(dim)}; }
   };
+
+  // Returns n_layers after checking that n_layers * n_kv_heads heads can be held.
+  static std::size_t check_head_count(const char* where, std::size_t n_layers, std::size_t n_kv_heads) {
+    const std::size_t total =
+        detail::checked_mul(where, n_layers, n_kv_heads, "n_layers ", n_layers, " * n_kv_heads ", n_kv_heads);
+    DEPTHKV_CHECK(total <= std::vector<head_store>().max_size(), where, "n_layers ", n_layers, " * n_kv_heads ",
+                  n_kv_heads, " = ", total, " heads exceed what a vector can hold");
+    return n_layers;
+  }
 
   head_store& at(std::size_t l, std::size_t h) noexcept { return heads_[l * n_heads_ + h]; }
   const head_store& at(std::size_t l, std::size_t h) const noexcept { return heads_[l * n_heads_ + h]; }

@@ -7,6 +7,7 @@
 
 #include "depthkv/cache/layout.hpp"
 #include "depthkv/config.hpp"
+#include "depthkv/detail/checked.hpp"
 #include "depthkv/error.hpp"
 #include "depthkv/types.hpp"
 
@@ -30,7 +31,41 @@ struct rows_view {
 
 namespace detail {
 inline std::size_t abs_stride(std::ptrdiff_t s) noexcept {
-  return static_cast<std::size_t>(s < 0 ? -s : s);
+  // -(s + 1) + 1 instead of -s: PTRDIFF_MIN has no positive counterpart.
+  return s < 0 ? static_cast<std::size_t>(-(s + 1)) + 1 : static_cast<std::size_t>(s);
+}
+
+// Largest element offset a view may address: byte offsets must fit in ptrdiff_t.
+template <class T>
+constexpr std::size_t max_view_elements() noexcept {
+  return ptrdiff_max / sizeof(T);
+}
+
+// Throws unless `rows` addresses a valid range: data set when rows exist, dim > 0, rows that do
+// not overlap (|stride| >= dim when n > 1), and (n - 1) * |stride| + dim elements whose byte
+// offsets fit in ptrdiff_t.
+template <class T>
+void check_rows_view(const char* where, const char* name, const rows_view<T>& rows) {
+  if (rows.n == 0) return;
+  DEPTHKV_CHECK(rows.dim > 0, where, name, ".dim must be > 0 for ", rows.n, " rows");
+  DEPTHKV_CHECK(rows.data != nullptr, where, name, ".data is null for ", rows.n, " rows");
+  const std::size_t st = abs_stride(rows.stride);
+  DEPTHKV_CHECK(rows.n == 1 || st >= rows.dim, where, name, ".stride ", rows.stride, " overlaps rows of dim ",
+                rows.dim);
+  std::size_t span_elems = 0;
+  DEPTHKV_CHECK(mul_fits(rows.n - 1, st, span_elems) && add_fits(span_elems, rows.dim, span_elems) &&
+                    span_elems <= max_view_elements<T>(),
+                where, name, ": ", rows.n, " rows of stride ", rows.stride, " and dim ", rows.dim,
+                " address more than ", max_view_elements<T>(), " elements");
+}
+
+// a * b as an element stride, or throws naming the two counts.
+inline std::ptrdiff_t checked_stride(const char* where, std::size_t a, const char* a_name, std::size_t b,
+                                     const char* b_name) {
+  std::size_t r = 0;
+  DEPTHKV_CHECK(mul_fits(a, b, r) && r <= ptrdiff_max, where, a_name, " ", a, " * ", b_name, " ", b,
+                " overflows the element stride");
+  return static_cast<std::ptrdiff_t>(r);
 }
 }  // namespace detail
 
@@ -56,7 +91,8 @@ class kv_view {
   // Dense NHD buffer [n_tokens][n_heads][head_dim].
   static kv_view nhd(T* data, std::size_t n_tokens, std::size_t n_heads, std::size_t head_dim) {
     const kv_shape s{n_heads, n_tokens, head_dim};
-    return kv_view(data, s, dense_strides(layout::nhd, s, n_tokens));
+    const auto token = detail::checked_stride("depthkv::kv_view::nhd", n_heads, "n_heads", head_dim, "head_dim");
+    return kv_view(data, s, kv_strides{static_cast<std::ptrdiff_t>(head_dim), token});
   }
   // HND buffer [n_heads][token_capacity][head_dim] whose first n_tokens slots per head are used.
   static kv_view hnd(T* data, std::size_t n_heads, std::size_t n_tokens, std::size_t head_dim,
@@ -65,7 +101,9 @@ class kv_view {
     DEPTHKV_CHECK(token_capacity >= n_tokens, "depthkv::kv_view::hnd",
                   "token_capacity (", token_capacity, ") < n_tokens (", n_tokens, ")");
     const kv_shape s{n_heads, n_tokens, head_dim};
-    return kv_view(data, s, dense_strides(layout::hnd, s, token_capacity));
+    const auto head =
+        detail::checked_stride("depthkv::kv_view::hnd", token_capacity, "token_capacity", head_dim, "head_dim");
+    return kv_view(data, s, kv_strides{head, static_cast<std::ptrdiff_t>(head_dim)});
   }
 
   T* data() const noexcept { return data_; }
@@ -118,9 +156,16 @@ class kv_view {
     if (shape_.n_heads == 0 || shape_.n_tokens == 0) return;
     DEPTHKV_CHECK(data_ != nullptr, where, "data is null for shape [", shape_.n_heads, "][",
                   shape_.n_tokens, "][", shape_.head_dim, "]");
-    // Rows must not overlap: order the two strides; the smaller one must cover a row and
-    // the larger one must cover every row of the smaller dimension.
     const std::size_t sh = detail::abs_stride(strides_.head), st = detail::abs_stride(strides_.token);
+    // The farthest element, (n_heads - 1) * |head| + (n_tokens - 1) * |token| + head_dim - 1,
+    // must have a byte offset that fits in ptrdiff_t; this also bounds the overlap checks below.
+    std::size_t a = 0, b = 0, extent = 0;
+    DEPTHKV_CHECK(detail::mul_fits(shape_.n_heads - 1, sh, a) && detail::mul_fits(shape_.n_tokens - 1, st, b) &&
+                      detail::add_fits(a, b, extent) && detail::add_fits(extent, shape_.head_dim, extent) &&
+                      extent <= detail::max_view_elements<T>(),
+                  where, "strides (head ", strides_.head, ", token ", strides_.token, ") for shape [",
+                  shape_.n_heads, "][", shape_.n_tokens, "][", shape_.head_dim, "] address more than ",
+                  detail::max_view_elements<T>(), " elements");
     const bool one_head = shape_.n_heads == 1, one_token = shape_.n_tokens == 1;
     if (one_head && one_token) return;
     if (one_head) {
@@ -133,6 +178,8 @@ class kv_view {
                     " overlaps rows of head_dim ", shape_.head_dim);
       return;
     }
+    // Rows must not overlap: order the two strides; the smaller one must cover a row and
+    // the larger one must cover every row of the smaller dimension.
     const bool token_inner = st <= sh;
     const std::size_t inner = token_inner ? st : sh, outer = token_inner ? sh : st;
     const std::size_t inner_count = token_inner ? shape_.n_tokens : shape_.n_heads;

@@ -17,7 +17,9 @@ class aligned_buffer {
   static constexpr std::size_t alignment = 64;
 
   aligned_buffer() noexcept = default;
+  // Throws std::bad_array_new_length when n * sizeof(T) does not fit in size_t (as new T[n] does).
   explicit aligned_buffer(std::size_t n) : size_(n) {
+    if (n > static_cast<std::size_t>(-1) / sizeof(T)) throw std::bad_array_new_length();
     if (n) data_.reset(static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t{alignment})));
   }
   aligned_buffer(const aligned_buffer& o) : aligned_buffer(o.size_) {

@@ -16,6 +16,7 @@
 
 #include "depthkv/cache/kv_view.hpp"
 #include "depthkv/config.hpp"
+#include "depthkv/detail/checked.hpp"
 #include "depthkv/error.hpp"
 #include "depthkv/score/pooling.hpp"
 #include "depthkv/score/window.hpp"
@@ -211,7 +212,8 @@ class h2o_state {
   h2o_state(std::size_t n_layers, std::size_t n_kv_heads) : n_layers_(n_layers), n_heads_(n_kv_heads) {
     DEPTHKV_CHECK(n_layers > 0 && n_kv_heads > 0, "depthkv::h2o_state", "n_layers (", n_layers,
                   ") and n_kv_heads (", n_kv_heads, ") must be > 0");
-    acc_.resize(n_layers * n_kv_heads);
+    acc_.resize(detail::checked_mul("depthkv::h2o_state", n_layers, n_kv_heads, "n_layers ", n_layers,
+                                    " * n_kv_heads ", n_kv_heads));
   }
   std::size_t n_layers() const noexcept { return n_layers_; }
   std::size_t n_kv_heads() const noexcept { return n_heads_; }

@@ -34,17 +34,26 @@ struct window_queries {
   std::ptrdiff_t head_stride = 0, query_stride = 0;
 
   // Dense [n_heads][w][head_dim].
-  static window_queries dense(const float* data, std::size_t n_heads, std::size_t w, std::size_t head_dim) noexcept {
+  // Dense [n_heads][w][head_dim]. Throws when the whole buffer's extent overflows.
+  static window_queries dense(const float* data, std::size_t n_heads, std::size_t w, std::size_t head_dim) {
+    check_extent("depthkv::window_queries::dense", n_heads, w, head_dim);
     return {data, n_heads, w, head_dim, static_cast<std::ptrdiff_t>(w * head_dim),
             static_cast<std::ptrdiff_t>(head_dim)};
   }
   // Dense [w][n_heads][head_dim] (token-major, as engines often hold Q).
-  static window_queries token_major(const float* data, std::size_t n_heads, std::size_t w,
-                                    std::size_t head_dim) noexcept {
+  static window_queries token_major(const float* data, std::size_t n_heads, std::size_t w, std::size_t head_dim) {
+    check_extent("depthkv::window_queries::token_major", n_heads, w, head_dim);
     return {data, n_heads, w, head_dim, static_cast<std::ptrdiff_t>(head_dim),
             static_cast<std::ptrdiff_t>(n_heads * head_dim)};
   }
   bool empty() const noexcept { return data == nullptr || n_heads == 0 || w == 0; }
+  // Throws unless n_heads * w * head_dim floats have byte offsets that fit in ptrdiff_t.
+  static void check_extent(const char* where, std::size_t n_heads, std::size_t w, std::size_t head_dim) {
+    std::size_t e = 0;
+    DEPTHKV_CHECK(detail::mul_fits(n_heads, w, e) && detail::mul_fits(e, head_dim, e) &&
+                      e <= detail::max_view_elements<float>(),
+                  where, "n_heads ", n_heads, " * w ", w, " * head_dim ", head_dim, " queries overflow the buffer extent");
+  }
   const float* row(std::size_t h, std::size_t i) const noexcept {
     DEPTHKV_ASSERT(h < n_heads && i < w);
     return data + static_cast<std::ptrdiff_t>(h) * head_stride + static_cast<std::ptrdiff_t>(i) * query_stride;
@@ -113,8 +122,12 @@ void check_window_args(const char* where, const window_queries& q, std::size_t n
   DEPTHKV_CHECK(kv_head < n_kv_heads, where, "kv_head ", kv_head, " out of range (n_kv_heads ", n_kv_heads, ")");
   DEPTHKV_CHECK(q.head_dim == keys.dim, where, "queries have head_dim ", q.head_dim, " but keys have ", keys.dim);
   DEPTHKV_CHECK(keys.dim > 0, where, "head_dim must be > 0");
-  DEPTHKV_CHECK(keys.n == 0 || keys.data != nullptr, where, "keys.data is null for ", keys.n, " rows");
+  check_rows_view(where, "keys", keys);
   DEPTHKV_CHECK(out.size() >= keys.n, where, "out has ", out.size(), " entries, need ", keys.n);
+  const std::size_t g = q.n_heads / n_kv_heads;
+  const std::size_t need = std::max(window_simd_plan::floats(keys.n, keys.dim, g), window_scratch_scalar(keys.n, keys.dim));
+  DEPTHKV_CHECK(need < size_max / sizeof(float), where, "keys n ", keys.n, ", head_dim ", keys.dim, " and ", g,
+                " query heads per kv head need more scratch than size_t can count");
   DEPTHKV_CHECK(isa_available(opt.path), where, "isa path ", isa_name(opt.path), " is not compiled in");
   DEPTHKV_CHECK(opt.scale >= 0.f && std::isfinite(opt.scale), where, "scale must be finite and >= 0, got ",
                 opt.scale);

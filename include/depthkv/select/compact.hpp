@@ -95,14 +95,16 @@ template <class T>
 void compact_rows(isa path, rows_view<T> rows, span<const index_t> keep) {
   constexpr const char* where = "depthkv::compact_rows";
   DEPTHKV_CHECK(isa_available(path), where, "isa ", isa_name(path), " is not compiled into this translation unit");
+  detail::check_rows_view(where, "rows", rows);
   detail::check_keep_list(where, keep, rows.n);
   detail::compact_rows_unchecked(path, rows, keep.data(), keep.size());
 }
 
 // Keeps rows keep[0..k) of `rows` as rows 0..k, in place. keep: strictly ascending, < rows.n.
-// Throws depthkv::error on a bad list, before anything is moved.
+// Throws depthkv::error on a bad list or a rows view whose extent overflows, before anything is moved.
 template <class T>
 void compact_rows(rows_view<T> rows, span<const index_t> keep) {
+  detail::check_rows_view("depthkv::compact_rows", "rows", rows);
   detail::check_keep_list("depthkv::compact_rows", keep, rows.n);
   detail::compact_rows_unchecked(rows, keep.data(), keep.size());
 }

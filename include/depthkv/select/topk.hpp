@@ -16,8 +16,10 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <limits>
 
 #include "depthkv/config.hpp"
+#include "depthkv/detail/checked.hpp"
 #include "depthkv/error.hpp"
 #include "depthkv/select/detail/topk_driver.hpp"
 #include "depthkv/select/topk_options.hpp"
@@ -26,14 +28,19 @@
 namespace depthkv {
 
 namespace detail {
+// Largest row top-k accepts: every index must fit in index_t.
+inline constexpr std::size_t topk_max_n = std::size_t{std::numeric_limits<index_t>::max()} + 1;
+
 // Validates one row and returns min(k, n).
 inline std::size_t check_topk_row(const char* where, std::size_t n, std::size_t k, std::size_t out_room,
                                   const topk_options& opt) {
+  DEPTHKV_CHECK(n <= topk_max_n, where, "a row of ", n, " scores exceeds the ", topk_max_n,
+                " that 32-bit indices can address");
   const std::size_t m = std::min(k, n);
   DEPTHKV_CHECK(out_room >= m, where, "out has room for ", out_room, " indices, need ", m);
-  const std::size_t prot = std::min(n, opt.n_sink + opt.n_recent);
-  DEPTHKV_CHECK(prot <= m || n == 0, where, "protected positions (n_sink ", opt.n_sink, " + n_recent ",
-                opt.n_recent, ") exceed k = ", k);
+  const std::size_t prot = protected_rows(n, opt.n_sink, opt.n_recent);
+  DEPTHKV_CHECK(prot <= m, where, "protected positions (n_sink ", opt.n_sink, " + n_recent ", opt.n_recent,
+                ": ", prot, " of ", n, " rows) exceed k = ", k);
   return m;
 }
 
@@ -92,7 +99,8 @@ inline std::size_t topk(span<const float> scores, std::size_t k, span<index_t> o
 // + n), its k is ks[h], and its min(ks[h], n) indices go to out[h * out_stride ..). counts (if
 // not empty, size n_rows) receives min(ks[h], n). Every row is validated before any is written.
 // Pre-conditions checked: ks.size() == n_rows, score_stride >= n, scores and out large
-// enough, out rows do not overlap (out_stride >= every min(ks[h], n) but the last).
+// enough (every row start h * out_stride within out), out rows do not overlap (out_stride >=
+// every min(ks[h], n) but the last), and no stride arithmetic overflows size_t.
 inline void topk_rows(isa path, span<const float> scores, std::size_t n_rows, std::size_t n, std::size_t score_stride,
                       span<const std::size_t> ks, span<index_t> out, std::size_t out_stride, span<std::size_t> counts,
                       const topk_options& opt, topk_scratch& scratch) {
@@ -103,13 +111,20 @@ inline void topk_rows(isa path, span<const float> scores, std::size_t n_rows, st
                 " entries, expected 0 or n_rows = ", n_rows);
   if (n_rows == 0) return;
   DEPTHKV_CHECK(n_rows == 1 || score_stride >= n, where, "score_stride ", score_stride, " < n ", n);
-  DEPTHKV_CHECK((n_rows - 1) * score_stride + n <= scores.size(), where, "scores has ", scores.size(),
-                " elements, need ", (n_rows - 1) * score_stride + n, " for ", n_rows, " rows of ", n);
+  // Last row's end and start, overflow-checked: afterwards h * score_stride and h * out_stride
+  // (h < n_rows) cannot wrap.
+  const std::size_t score_end = detail::checked_add(
+      where, detail::checked_mul(where, n_rows - 1, score_stride, "score_stride ", score_stride, " for ", n_rows, " rows"),
+      n, "score_stride ", score_stride, " for ", n_rows, " rows of ", n);
+  DEPTHKV_CHECK(score_end <= scores.size(), where, "scores has ", scores.size(), " elements, need ", score_end,
+                " for ", n_rows, " rows of ", n, " (score_stride ", score_stride, ")");
+  (void)detail::checked_mul(where, n_rows - 1, out_stride, "out_stride ", out_stride, " for ", n_rows, " rows");
   for (std::size_t h = 0; h < n_rows; ++h) {
     const std::size_t base = h * out_stride;
-    const std::size_t room = out.size() > base ? out.size() - base : 0;
-    const std::size_t m = detail::check_topk_row(where, n, ks[h], h + 1 < n_rows ? std::min(room, out_stride) : room, opt);
-    (void)m;
+    DEPTHKV_CHECK(base <= out.size(), where, "out has ", out.size(), " entries, but row ", h, " starts at ", base,
+                  " (out_stride ", out_stride, ")");
+    const std::size_t room = out.size() - base;
+    detail::check_topk_row(where, n, ks[h], h + 1 < n_rows ? std::min(room, out_stride) : room, opt);
   }
   for (std::size_t h = 0; h < n_rows; ++h) {
     const std::size_t m = detail_select::dispatch(path, scores.subspan(h * score_stride, n), ks[h],

@@ -10,6 +10,7 @@
 #include <limits>
 
 #include "depthkv/config.hpp"
+#include "depthkv/detail/checked.hpp"
 #include "depthkv/types.hpp"
 
 // Code whose machine code depends on the TU's ISA flags (the dispatching entry points) lives in
@@ -61,7 +62,7 @@ inline void convert_row_scalar(const T* src, float* dst, std::size_t d) noexcept
 
 // Floats of scratch the scalar kernel needs: logits of one query row [n] + one head's sums [n]
 // + one converted key row [d].
-inline std::size_t window_scratch_scalar(std::size_t n, std::size_t d) noexcept { return 2 * n + d; }
+inline std::size_t window_scratch_scalar(std::size_t n, std::size_t d) noexcept { return sat_add(sat_mul(2, n), d); }
 
 // Scalar kernel: out[j] = reduce over the g heads of sum_i softmax_i(q_i . k_j * scale)[j], where
 // reduce is mean or max and the softmax of query i runs over keys j < limit[i] only.

@@ -25,6 +25,7 @@
 #include <limits>
 #include <type_traits>
 
+#include "depthkv/detail/checked.hpp"
 #include "depthkv/score/detail/window_common.hpp"
 
 namespace depthkv::detail {
@@ -35,14 +36,15 @@ struct window_simd_plan {
   static constexpr std::size_t key_block = 96;   // keys converted / streamed per block
   static constexpr std::size_t group = 48;       // keys per softmax group (multiple of MK and V)
   static std::size_t groups(std::size_t n) noexcept { return n / group + 2; }
+  // Saturates at SIZE_MAX instead of wrapping (window_scores rejects shapes that reach it).
   static std::size_t floats(std::size_t n, std::size_t d, std::size_t g) noexcept {
-    return super_rows * d            // packed queries of one super-tile
-           + super_rows * n          // exponentiated logits of one super-tile
-           + (key_block + 32) * d    // converted key block (or micro-tile) + zero-padded tail tile
-           + 4 * super_rows          // per-lane max / limits
-           + g * n                   // per-head sums (max reduction)
-           + 2 * super_rows * groups(n)  // per group and lane: reference max, sum
-           + 96;                     // alignment slack
+    std::size_t f = sat_mul(super_rows, d);                // packed queries of one super-tile
+    f = sat_add(f, sat_mul(super_rows, n));                // exponentiated logits of one super-tile
+    f = sat_add(f, sat_mul(key_block + 32, d));            // converted key block (or micro-tile) + zero-padded tail
+    f = sat_add(f, 4 * super_rows);                        // per-lane max / limits
+    f = sat_add(f, sat_mul(g, n));                         // per-head sums (max reduction)
+    f = sat_add(f, sat_mul(2 * super_rows, groups(n)));    // per group and lane: reference max, sum
+    return sat_add(f, 96);                                 // alignment slack
   }
 };
 
