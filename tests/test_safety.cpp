@@ -18,6 +18,7 @@
 #include "depthkv/detail/aligned_buffer.hpp"
 #include "depthkv/detail/checked.hpp"
 #include "depthkv/prune.hpp"
+#include "depthkv/score/pooling.hpp"
 #include "depthkv/score/window.hpp"
 #include "depthkv/select/compact.hpp"
 #include "depthkv/select/topk.hpp"
@@ -315,6 +316,12 @@ TEST_CASE("compact_rows and window_scores reject rows views whose extent overflo
   require_error([&] { window_queries::dense(q.data(), std::size_t{1} << 40, std::size_t{1} << 40, 128); },
                 {"depthkv::window_queries::dense", "overflow"});
   require_error([&] { window_queries::token_major(q.data(), big, 2, 1); }, {"depthkv::window_queries::token_major"});
+  // pool1d's scratch size 2n for an input span that claims SIZE_MAX / 2 + 1 scores.
+  volatile std::size_t opaque = big / 2 + 1;  // keeps the compiler from unrolling the unreachable loops
+  const std::size_t huge = opaque;
+  const span<const float> claimed(buf.data(), huge);
+  require_error([&] { pool1d(claimed, span<float>(out.data(), huge), 3, pool_kind::avg, span<float>(out)); },
+                {"depthkv::pool1d", "scratch", "overflows size_t"});
 }
 
 TEST_CASE("kv_cache: sizes that overflow are errors before anything is allocated", "[safety][cache]") {

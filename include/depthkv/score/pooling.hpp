@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <vector>
 
+#include "depthkv/detail/checked.hpp"
 #include "depthkv/error.hpp"
 #include "depthkv/types.hpp"
 
@@ -65,7 +66,8 @@ inline void pool1d(span<const float> in, span<float> out, std::size_t kernel, po
   DEPTHKV_CHECK(kernel % 2 == 1, where, "kernel must be odd, got ", kernel);
   DEPTHKV_CHECK(out.size() == in.size(), where, "out has ", out.size(), " entries, in has ", in.size());
   const std::size_t n = in.size();
-  DEPTHKV_CHECK(scratch.size() >= 2 * n, where, "scratch has ", scratch.size(), " floats, need ", 2 * n);
+  const std::size_t need = detail::checked_mul(where, 2, n, "scratch for ", n, " scores");
+  DEPTHKV_CHECK(scratch.size() >= need, where, "scratch has ", scratch.size(), " floats, need ", need);
   if (n == 0) return;
   if (kind == pool_kind::none || kernel == 1) {
     if (out.data() != in.data()) std::copy(in.begin(), in.end(), out.begin());
@@ -84,7 +86,7 @@ inline void pool1d(span<const float> in, span<float> out, std::size_t kernel, po
 }
 
 inline void pool1d(span<const float> in, span<float> out, std::size_t kernel, pool_kind kind) {
-  std::vector<float> scratch(2 * in.size());
+  std::vector<float> scratch(detail::checked_mul("depthkv::pool1d", 2, in.size(), "scratch for ", in.size(), " scores"));
   pool1d(in, out, kernel, kind, scratch);
 }
 
