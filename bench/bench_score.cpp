@@ -50,8 +50,9 @@ double thread_seconds() {
 }
 
 // ------------------------------------------------------------------------------ FMA peak
-template <int N>
 #if DEPTHKV_HAVE_AVX512
+DEPTHKV_AVX512_BEGIN
+template <int N>
 __attribute__((noinline)) float fma_loop_512(long iters) {
   __m512 a[N];
   for (int i = 0; i < N; ++i) a[i] = _mm512_set1_ps(0.001f * float(i));
@@ -68,12 +69,15 @@ __attribute__((noinline)) float fma_loop_512(long iters) {
   }
   return s;
 }
+DEPTHKV_AVX512_END
 #else
+template <int N>
 float fma_loop_512(long) { return 0.f; }
 #endif
 
-template <int N>
 #if DEPTHKV_HAVE_AVX2
+DEPTHKV_AVX2_BEGIN
+template <int N>
 __attribute__((noinline)) float fma_loop_256(long iters) {
   __m256 a[N];
   for (int i = 0; i < N; ++i) a[i] = _mm256_set1_ps(0.001f * float(i));
@@ -90,7 +94,9 @@ __attribute__((noinline)) float fma_loop_256(long iters) {
   }
   return s;
 }
+DEPTHKV_AVX2_END
 #else
+template <int N>
 float fma_loop_256(long) { return 0.f; }
 #endif
 
@@ -104,8 +110,8 @@ double run_fma(isa p, long iters) {
 
 // One ~30 ms FMA-loop measurement on the widest path (GFLOP/s).
 double fma_gflops_once() {
-  const isa p = isa_available(isa::avx512) ? isa::avx512 : isa::avx2;
-  if (!isa_available(p)) return 1.0;
+  const isa p = isa_supported(isa::avx512) ? isa::avx512 : isa::avx2;
+  if (!isa_supported(p)) return 1.0;
   const long iters = 3000000;
   volatile long vit = iters;  // opaque count: the pure loop can be neither folded nor hoisted
   const long it = vit;
@@ -132,8 +138,8 @@ double measured_peak() {
 
 void BM_fma_peak(benchmark::State& st) {
   const isa p = static_cast<isa>(st.range(0));
-  if (!isa_available(p)) {
-    st.SkipWithError("isa not compiled in");
+  if (!isa_supported(p)) {
+    st.SkipWithError("isa not supported here");
     return;
   }
   const long iters = 1000000;
@@ -148,15 +154,19 @@ void BM_fma_peak(benchmark::State& st) {
 BENCHMARK(BM_fma_peak)->Arg(int(isa::avx512))->Arg(int(isa::avx2))->Unit(benchmark::kMillisecond);
 
 // ------------------------------------------------------------------------------ window kernel
+constexpr int dispatched_arg = 9;
+
 template <class T>
 void BM_window(benchmark::State& st) {
-  const isa p = static_cast<isa>(st.range(0));
+  // isa argument: a path, or dispatched_arg for the path dispatch picks (active_isa()).
+  const isa p = st.range(0) == dispatched_arg ? active_isa() : static_cast<isa>(st.range(0));
   const auto w = static_cast<std::size_t>(st.range(1)), d = static_cast<std::size_t>(st.range(2)),
              n = static_cast<std::size_t>(st.range(3)), gq = static_cast<std::size_t>(st.range(4));
-  if (!isa_available(p)) {
-    st.SkipWithError("isa not compiled in");
+  if (!isa_supported(p)) {
+    st.SkipWithError("isa not supported here");
     return;
   }
+  const scoped_isa use(p);
   std::mt19937 g(7);
   std::normal_distribution<float> nd;
   std::vector<float> q(gq * w * d);
@@ -168,7 +178,6 @@ void BM_window(benchmark::State& st) {
   std::vector<float> out(n);
   window_scratch ws;
   window_options o;
-  o.path = p;
   const double peak = measured_peak();
   const double t0 = thread_seconds();
   for (auto _ : st) {
@@ -181,10 +190,14 @@ void BM_window(benchmark::State& st) {
   st.counters["pct_peak"] = 100.0 * gflops / peak;
   st.SetItemsProcessed(static_cast<int64_t>(st.iterations() * n));
   st.SetBytesProcessed(static_cast<int64_t>(st.iterations() * n * d * sizeof(T)));
-  st.SetLabel(std::string(element_name<T>()) + " " + isa_name(p));
+  st.SetLabel(std::string(element_name<T>()) + " " + isa_name(p) + (st.range(0) == dispatched_arg ? " (dispatched)" : ""));
 }
 
 void window_args(benchmark::internal::Benchmark* b) {
+  // The dispatched path and the forced portable one on the same shape (issue #14's target
+  // shape: GQA 4, w 32, head_dim 128, 8K keys), then every SIMD path's grid.
+  b->Args({dispatched_arg, 32, 128, 8192, 4});
+  b->Args({int(isa::scalar), 32, 128, 8192, 4});
   for (int p : {int(isa::avx512), int(isa::avx2)})
     for (int n : {4096, 32768})
       for (int d : {64, 128})
@@ -205,13 +218,14 @@ BENCHMARK_TEMPLATE(BM_window, bf16)->Apply(window_args);
 // what the whole kernel can reach: pct_peak <= gemm_pct / (1 + softmax cost per logit / GEMM
 // cost per logit).
 #if DEPTHKV_HAVE_AVX512
-using vt512 = detail::avx512::window_vt;
-using simd512 = detail::window_simd<vt512>;
+DEPTHKV_AVX512_BEGIN
+using vt512 = detail::DEPTHKV_AVX512_NS::window_vt;
+using simd512 = detail::DEPTHKV_AVX512_NS::window_simd<vt512>;
 
 // window_gemm/<lanes>/n: the logits GEMM alone (micro-tiles of the given query width: 16 =
 // pair tiles, 32 = 2 vectors x 12 keys, 64 = 4 vectors x 6 keys) over n f32 keys of head_dim 128
 // streamed from memory, logits stored as the kernel stores them; no softmax.
-void BM_window_gemm(benchmark::State& st) {
+__attribute__((noinline)) void window_gemm_impl(benchmark::State& st) {
   const auto W = static_cast<std::size_t>(st.range(0)), n = static_cast<std::size_t>(st.range(1));
   constexpr std::size_t d = 128;
   std::mt19937 g(11);
@@ -251,17 +265,13 @@ void BM_window_gemm(benchmark::State& st) {
   st.counters["GFLOPs"] = gflops;
   st.counters["pct_peak"] = 100.0 * gflops / peak;
 }
-BENCHMARK(BM_window_gemm)
-    ->ArgsProduct({{16, 32, 64}, {4096, 32768}})
-    ->ArgNames({"lanes", "n"})
-    ->Unit(benchmark::kMicrosecond);
 
 // window_softmax: the kernel's per-group softmax step (mask check, running max, 2^(L - M_g)
 // in place, per-lane sums) on one L1-resident group of 48 keys x 64 query lanes. pct_of_gemm:
 // its time per logit as a share of the logits GEMM at head_dim 128 at the measured peak
 // (2 * 128 flops per logit); ceiling_pct = 100 / (1 + pct_of_gemm / 100), the % of peak left
 // for a kernel whose GEMM ran at peak and whose softmax cost nothing else.
-void BM_window_softmax(benchmark::State& st) {
+__attribute__((noinline)) void window_softmax_impl(benchmark::State& st) {
   constexpr std::size_t W = 64, G = detail::window_simd_plan::group, d = 128;
   std::mt19937 g(13);
   std::normal_distribution<float> nd;
@@ -294,6 +304,21 @@ void BM_window_softmax(benchmark::State& st) {
   st.counters["pct_of_gemm"] = 100.0 * s / gemm_s;
   st.counters["ceiling_pct"] = 100.0 / (1.0 + s / gemm_s);
 }
+DEPTHKV_AVX512_END
+
+// Outside the region: these run (and skip) on any CPU.
+void BM_window_gemm(benchmark::State& st) {
+  if (!isa_supported(isa::avx512)) return st.SkipWithError("avx512 not supported here");
+  window_gemm_impl(st);
+}
+void BM_window_softmax(benchmark::State& st) {
+  if (!isa_supported(isa::avx512)) return st.SkipWithError("avx512 not supported here");
+  window_softmax_impl(st);
+}
+BENCHMARK(BM_window_gemm)
+    ->ArgsProduct({{16, 32, 64}, {4096, 32768}})
+    ->ArgNames({"lanes", "n"})
+    ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_window_softmax)->Unit(benchmark::kNanosecond);
 #endif
 
@@ -402,4 +427,11 @@ BENCHMARK(BM_prune_total)->Unit(benchmark::kMillisecond);
 
 }  // namespace
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  benchmark::AddCustomContext("depthkv_isa", isa_name(active_isa()));
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

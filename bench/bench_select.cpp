@@ -4,7 +4,8 @@
 // to 90%. Each iteration takes the next array of a pool of distinct random arrays (>= 2M
 // scores = 8 MiB in all, >= 4 arrays): no branch predictor learns 2M random values, and the
 // scores come from L3 (not L1/L2), as they would after a scoring pass over a layer. Impls:
-// depthkv (widest compiled path), depthkv_avx2, depthkv_scalar (forced paths), and the
+// depthkv (the dispatched path, printed as depthkv_isa in the context), depthkv_avx2 and
+// depthkv_scalar (forced with scoped_isa; depthkv_scalar is the portable path), and the
 // baselines nth_element + sort of indices, partial_sort, and Highway VQSort argsort (when
 // built with libhwy). Counters: ns_per_elem, and bytes_per_second = score bytes read per second.
 //
@@ -113,7 +114,8 @@ struct depthkv_impl {
   isa path;
   topk_scratch scratch;
   std::size_t operator()(const std::vector<float>& s, std::size_t k, index_t* out) {
-    return topk(path, s, k, span<index_t>(out, k), {}, scratch);
+    const scoped_isa use(path);
+    return topk(s, k, span<index_t>(out, k), {}, scratch);
   }
 };
 
@@ -124,7 +126,7 @@ void run_topk_bench(benchmark::State& state, Impl impl) {
   const score_pool& pool = pool_for(n);
   std::vector<index_t> out(k), want(k);
   {  // the impl must agree with depthkv (no ties in these arrays, so every impl is exact)
-    depthkv_impl ref{best_isa, {}};
+    depthkv_impl ref{isa::scalar, {}};
     ref(pool.arrays[0], k, want.data());
     impl(pool.arrays[0], k, out.data());
     if (out != want) {
@@ -153,9 +155,9 @@ void topk_args(benchmark::internal::Benchmark* b) {
   b->ArgNames({"n", "k_permille"})->Unit(benchmark::kMicrosecond)->MinTime(0.2);
 }
 
-void BM_topk_depthkv(benchmark::State& st) { run_topk_bench(st, depthkv_impl{best_isa, {}}); }
+void BM_topk_depthkv(benchmark::State& st) { run_topk_bench(st, depthkv_impl{active_isa(), {}}); }
 void BM_topk_depthkv_avx2(benchmark::State& st) {
-  if (!isa_available(isa::avx2)) return st.SkipWithError("avx2 not compiled in");
+  if (!isa_supported(isa::avx2)) return st.SkipWithError("avx2 not supported here");
   run_topk_bench(st, depthkv_impl{isa::avx2, {}});
 }
 void BM_topk_depthkv_scalar(benchmark::State& st) { run_topk_bench(st, depthkv_impl{isa::scalar, {}}); }
@@ -220,6 +222,7 @@ struct compact_setup {
 // same byte size take the same kernel path.
 void run_compact(benchmark::State& state, isa path) {
   compact_setup c(state);
+  const scoped_isa use(path);
   const std::size_t dim = c.row_bytes / sizeof(float);
   rows_view<float> rows{reinterpret_cast<float*>(c.buf.data()), c.rows, dim, static_cast<std::ptrdiff_t>(dim)};
   for (auto _ : state) {
@@ -229,13 +232,13 @@ void run_compact(benchmark::State& state, isa path) {
       state.ResumeTiming();
     }
     // Repeating the compaction on the compacted buffer moves the same bytes (the values differ).
-    detail::compact_rows_unchecked(path, rows, c.keep.data(), c.keep.size());
+    detail::compact_rows_unchecked(rows, c.keep.data(), c.keep.size());
     benchmark::ClobberMemory();
   }
   c.finish(state);
 }
 
-void BM_compact_depthkv(benchmark::State& st) { run_compact(st, best_isa); }
+void BM_compact_depthkv(benchmark::State& st) { run_compact(st, active_isa()); }
 void BM_compact_scalar_memcpy_rows(benchmark::State& st) { run_compact(st, isa::scalar); }
 
 void BM_compact_memcpy_baseline(benchmark::State& state) {
@@ -297,4 +300,11 @@ BENCHMARK(BM_compact_memcpy_baseline)->Apply(compact_args_out_of_cache);
 
 }  // namespace
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  benchmark::AddCustomContext("depthkv_isa", isa_name(active_isa()));
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -17,13 +17,6 @@ using depthkv_test::uniform_int;
 
 namespace {
 
-std::vector<isa> compiled_paths() {
-  std::vector<isa> p{isa::scalar};
-  if (isa_available(isa::avx2)) p.push_back(isa::avx2);
-  if (isa_available(isa::avx512)) p.push_back(isa::avx512);
-  return p;
-}
-
 // Random bytes (any bit pattern, NaNs included: rows are moved, never interpreted).
 template <class T>
 std::vector<T> random_buffer(std::size_t elements) {
@@ -70,7 +63,8 @@ std::vector<T> naive_compact(const std::vector<T>& buf, std::size_t offset, std:
 
 TEMPLATE_TEST_CASE("compact_rows: every path, every head_dim, padding untouched", "[compact]", float, f16, bf16) {
   using T = TestType;
-  for (isa path : compiled_paths()) {
+  for (isa path : depthkv_test::supported_paths()) {
+    const scoped_isa use(path);
     for (std::size_t dim : {1u, 3u, 8u, 16u, 32u, 33u, 64u, 80u, 96u, 100u, 128u, 256u}) {
       for (std::size_t pad : {0u, 5u}) {
         for (int shape = 0; shape < n_shapes; ++shape) {
@@ -79,7 +73,7 @@ TEMPLATE_TEST_CASE("compact_rows: every path, every head_dim, padding untouched"
           auto buf = random_buffer<T>(n * (dim + pad) + 7);  // 7 spare elements after the last row
           const auto keep = random_keep(n, shape);
           const auto want = naive_compact(buf, 0, dim, stride, keep);
-          compact_rows(path, rows_view<T>{buf.data(), n, dim, stride}, span<const index_t>(keep));
+          compact_rows(rows_view<T>{buf.data(), n, dim, stride}, span<const index_t>(keep));
           INFO("path " << isa_name(path) << ", dim " << dim << ", pad " << pad << ", shape " << shape << ", n " << n);
           REQUIRE(same_bytes(buf, want));
         }
@@ -91,7 +85,8 @@ TEMPLATE_TEST_CASE("compact_rows: every path, every head_dim, padding untouched"
 TEST_CASE("compact_rows: spans above the streaming threshold (non-temporal stores)", "[compact]") {
   // > detail::compact_stream_span bytes of 64-byte aligned rows take the streaming-store path;
   // misaligned rows or a padded stride keep plain stores. Same reference, byte for byte.
-  for (isa path : compiled_paths()) {
+  for (isa path : depthkv_test::supported_paths()) {
+    const scoped_isa use(path);
     for (std::size_t row_bytes : {64u, 128u, 256u, 512u}) {
       for (std::size_t pad : {0u, 4u}) {
         const std::size_t dim = row_bytes / sizeof(float);
@@ -103,7 +98,7 @@ TEST_CASE("compact_rows: spans above the streaming threshold (non-temporal store
         for (int shape : {0, 1, 2}) {
           const auto keep = random_keep(n, shape);
           const auto want = naive_compact(storage, off, dim, stride, keep);
-          compact_rows(path, rows_view<float>{storage.data() + off, n, dim, stride}, span<const index_t>(keep));
+          compact_rows(rows_view<float>{storage.data() + off, n, dim, stride}, span<const index_t>(keep));
           INFO("path " << isa_name(path) << ", row bytes " << row_bytes << ", pad " << pad << ", shape " << shape);
           REQUIRE(same_bytes(storage, want));
         }
@@ -198,13 +193,9 @@ TEST_CASE("compaction errors leave memory unchanged", "[compact]") {
   require_error([&] { retain_head(kv, vv, 0, span<const index_t>(ok), nullptr, 11); }, {"n_rows 11"});
   require_error([&] { retain_head(kv, vv, 0, span<const index_t>(ok), nullptr, 2); }, {"keep[1] = 2", "out of range"});
   CHECK(unchanged());
-  for (isa p : compiled_paths()) {
-    require_error([&] { compact_rows(p, kv.head(0), span<const index_t>(unsorted)); }, {"depthkv::compact_rows"});
-    CHECK(unchanged());
-  }
-  for (isa p : {isa::avx2, isa::avx512}) {
-    if (isa_available(p)) continue;
-    require_error([&] { compact_rows(p, kv.head(0), span<const index_t>(ok)); }, {"not compiled"});
+  for (isa p : depthkv_test::supported_paths()) {
+    const scoped_isa use(p);
+    require_error([&] { compact_rows(kv.head(0), span<const index_t>(unsorted)); }, {"depthkv::compact_rows"});
     CHECK(unchanged());
   }
 }

@@ -33,13 +33,6 @@ namespace {
 constexpr std::size_t big = std::numeric_limits<std::size_t>::max();
 constexpr index_t sentinel = 0xdeadbeefu;
 
-std::vector<isa> compiled_paths() {
-  std::vector<isa> p{isa::scalar};
-  if (isa_available(isa::avx2)) p.push_back(isa::avx2);
-  if (isa_available(isa::avx512)) p.push_back(isa::avx512);
-  return p;
-}
-
 std::vector<float> random_scores(std::size_t n) {
   std::uniform_real_distribution<float> u(-1.f, 1.f);
   std::vector<float> s(n);
@@ -110,24 +103,25 @@ TEST_CASE("checked arithmetic helpers", "[safety]") {
 TEST_CASE("topk: n_sink / n_recent near SIZE_MAX are errors or exact, never a wrap", "[safety][topk]") {
   for (const std::size_t n : {std::size_t{5}, std::size_t{100}, std::size_t{5000}}) {
     const auto s = random_scores(n);
-    for (isa path : compiled_paths()) {
+    for (isa path : depthkv_test::supported_paths()) {
+      const scoped_isa use(path);
       INFO("n " << n << " path " << isa_name(path));
       std::vector<index_t> out(n, sentinel);
       // n_sink + n_recent wraps to a small number: the protected rows are really all n.
       for (const topk_options opt : {topk_options{big, 1}, topk_options{big, big}, topk_options{1, big},
                                      topk_options{big / 2 + 1, big / 2 + 1}}) {
         topk_scratch sc;
-        require_error([&] { topk(path, s, n / 2, out, opt, sc); },
+        require_error([&] { topk(s, n / 2, out, opt, sc); },
                       {"depthkv::topk", "protected positions", "exceed k = " + std::to_string(n / 2)});
         CHECK(std::all_of(out.begin(), out.end(), [](index_t i) { return i == sentinel; }));
       }
       // k >= n: everything is kept, protected or not.
       topk_scratch sc;
-      const std::size_t m = topk(path, s, n, out, topk_options{big, big}, sc);
+      const std::size_t m = topk(s, n, out, topk_options{big, big}, sc);
       REQUIRE(m == n);
       for (std::size_t i = 0; i < n; ++i) CHECK(out[i] == i);
       std::fill(out.begin(), out.end(), sentinel);
-      CHECK(topk(path, s, big, out, topk_options{big, 0}, sc) == n);
+      CHECK(topk(s, big, out, topk_options{big, 0}, sc) == n);
       for (std::size_t i = 0; i < n; ++i) CHECK(out[i] == i);
     }
   }
@@ -304,7 +298,7 @@ TEST_CASE("compact_rows and window_scores reject rows views whose extent overflo
   const std::vector<index_t> keep{0, 1};
   require_error([&] { compact_rows(rows_view<float>{buf.data(), big, 1, 1}, keep); },
                 {"depthkv::compact_rows", "rows:", "address more than"});
-  require_error([&] { compact_rows(isa::scalar, rows_view<float>{buf.data(), 3, 1, std::numeric_limits<std::ptrdiff_t>::max()}, keep); },
+  require_error([&] { compact_rows(rows_view<float>{buf.data(), 3, 1, std::numeric_limits<std::ptrdiff_t>::max()}, keep); },
                 {"depthkv::compact_rows", "address more than"});
   CHECK(buf == std::vector<float>(64, 1.f));
   std::vector<float> q(8, 0.5f), out(8, -1.f);

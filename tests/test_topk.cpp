@@ -23,13 +23,6 @@ namespace {
 constexpr float inf = std::numeric_limits<float>::infinity();
 const float qnan = std::numeric_limits<float>::quiet_NaN();
 
-std::vector<isa> compiled_paths() {
-  std::vector<isa> p{isa::scalar};
-  if (isa_available(isa::avx2)) p.push_back(isa::avx2);
-  if (isa_available(isa::avx512)) p.push_back(isa::avx512);
-  return p;
-}
-
 // Independent reference: rank by value with NaN last, ties by position; protected first.
 std::vector<index_t> naive_topk(const std::vector<float>& s, std::size_t k, topk_options opt = {}) {
   const std::size_t n = s.size();
@@ -50,7 +43,8 @@ std::vector<index_t> naive_topk(const std::vector<float>& s, std::size_t k, topk
 std::vector<index_t> run_topk(isa path, const std::vector<float>& s, std::size_t k, topk_options opt,
                               topk_scratch& sc) {
   std::vector<index_t> out(std::min(k, s.size()) + 3, 0xdeadbeefu);
-  const std::size_t m = topk(path, s, k, out, opt, sc);
+  const scoped_isa use(path);
+  const std::size_t m = topk(s, k, out, opt, sc);
   REQUIRE(m == std::min(k, s.size()));
   CHECK(out[m] == 0xdeadbeefu);  // nothing written past the result
   out.resize(m);
@@ -76,7 +70,7 @@ void check_all_paths(const std::vector<float>& s, std::size_t k, topk_options op
   const auto scalar = run_topk(isa::scalar, s, k, opt, sc);
   INFO("n = " << s.size() << ", k = " << k << ", sink = " << opt.n_sink << ", recent = " << opt.n_recent);
   REQUIRE(first_diff(scalar, want) == "");
-  for (isa p : compiled_paths()) {
+  for (isa p : depthkv_test::supported_paths()) {
     INFO("path " << isa_name(p));
     REQUIRE(first_diff(run_topk(p, s, k, opt, sc), scalar) == "");
   }
@@ -114,7 +108,7 @@ constexpr int n_kinds = 12;
 
 TEST_CASE("topk: hand-computed contract cases", "[topk]") {
   topk_scratch sc;
-  for (isa p : compiled_paths()) {
+  for (isa p : depthkv_test::supported_paths()) {
     INFO("path " << isa_name(p));
     // NaN below everything, -inf ordinary, -0 == +0 with the earlier one winning.
     const std::vector<float> s{3.0f, qnan, -inf, -0.0f, 0.0f, 3.0f, inf, -1.0f};
@@ -214,9 +208,9 @@ TEST_CASE("topk: errors leave out unchanged", "[topk]") {
   require_error([&] { topk(s, 5, out, {6, 0}, sc); }, {"protected", "exceed k = 5"});
   CHECK(out == before);
   for (isa p : {isa::scalar, isa::avx2, isa::avx512}) {
-    if (isa_available(p)) continue;
-    require_error([&] { topk(p, s, 5, out, {}, sc); }, {"not compiled"});
-    CHECK(out == before);
+    if (isa_supported(p)) continue;
+    require_error([&] { set_isa(p); }, {"depthkv::set_isa", isa_name(p), "not"});
+    CHECK(active_isa() == detected_isa());
   }
   // Empty input is never an error, whatever the protection.
   CHECK(topk(span<const float>(), 5, span<index_t>(), {100, 100}) == 0);
@@ -230,9 +224,10 @@ TEST_CASE("topk_rows: each row its own k, strides, and validation before writing
   std::vector<index_t> out(rows * out_stride, 0u);
   std::vector<std::size_t> counts(rows, 99);
   topk_scratch sc;
-  for (isa p : compiled_paths()) {
+  for (isa p : depthkv_test::supported_paths()) {
     INFO("path " << isa_name(p));
-    topk_rows(p, scores, rows, n, stride, ks, out, out_stride, counts, {4, 8}, sc);
+    const scoped_isa use(p);
+    topk_rows(scores, rows, n, stride, ks, out, out_stride, counts, {4, 8}, sc);
     for (std::size_t h = 0; h < rows; ++h) {
       const std::vector<float> row(scores.begin() + static_cast<std::ptrdiff_t>(h * stride),
                                    scores.begin() + static_cast<std::ptrdiff_t>(h * stride + n));

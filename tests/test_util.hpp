@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "catch.hpp"
+#include "depthkv/isa.hpp"
 #include "depthkv/types.hpp"
 
 namespace depthkv_test {
@@ -23,6 +24,15 @@ inline std::size_t uniform_int(std::size_t lo, std::size_t hi) {  // inclusive
 template <class T>
 T from_float(float x) {
   return static_cast<T>(x);
+}
+
+// Kernel paths this CPU can run, the portable one first: tests force each with
+// depthkv::scoped_isa and compare it with the portable path and an independent reference.
+inline std::vector<depthkv::isa> supported_paths() {
+  std::vector<depthkv::isa> p;
+  for (depthkv::isa i : {depthkv::isa::scalar, depthkv::isa::avx2, depthkv::isa::avx512})
+    if (depthkv::isa_supported(i)) p.push_back(i);
+  return p;
 }
 
 // Runs f, requires it to throw depthkv::error whose message contains every needle.

@@ -15,13 +15,6 @@ using depthkv_test::rng;
 
 namespace {
 
-std::vector<isa> paths() {
-  std::vector<isa> p{isa::scalar};
-  if (isa_available(isa::avx2)) p.push_back(isa::avx2);
-  if (isa_available(isa::avx512)) p.push_back(isa::avx512);
-  return p;
-}
-
 // Naive double reference. keys: already-rounded element values as double, [n][d].
 // Query i sees keys j with visible(i, j).
 template <class Vis>
@@ -96,13 +89,13 @@ TEST_CASE("window_scores: hand-computed single query", "[window]") {
   const std::vector<float> q{1.f, 0.f};
   const std::vector<float> k{0.f, 5.f, 1.f, -3.f, 2.f, 0.5f};
   const double z = 1 + std::exp(1.0) + std::exp(2.0);
-  for (isa p : paths()) {
+  for (isa p : depthkv_test::supported_paths()) {
+    const scoped_isa use(p);
     INFO("path " << isa_name(p));
     window_scratch ws;
     std::vector<float> out(3);
     window_options o;
     o.scale = 1.f;
-    o.path = p;
     window_scores(window_queries::dense(q.data(), 1, 1, 2), 1, 0, rows_view<const float>{k.data(), 3, 2, 2}, {}, out,
                   ws, o);
     CHECK(out[0] == Approx(1 / z).epsilon(1e-6));
@@ -116,12 +109,12 @@ TEST_CASE("window_scores: causal window of two queries (last keys are the window
   // All logits 0 (q = 0): query 0 spreads 1/2, query 1 spreads 1/3.
   const std::vector<float> q(2 * 4, 0.f);
   std::vector<float> k(3 * 4, 1.f);
-  for (isa p : paths()) {
+  for (isa p : depthkv_test::supported_paths()) {
+    const scoped_isa use(p);
     INFO("path " << isa_name(p));
     window_scratch ws;
     std::vector<float> out(3);
     window_options o;
-    o.path = p;
     window_scores(window_queries::dense(q.data(), 1, 2, 4), 1, 0, rows_view<const float>{k.data(), 3, 4, 4}, {}, out,
                   ws, o);
     CHECK(out[0] == Approx(0.5 + 1.0 / 3).epsilon(1e-6));
@@ -146,14 +139,14 @@ TEMPLATE_TEST_CASE("window_scores: every path matches the double reference", "[w
       const std::size_t kvh = s.n_kv - 1;
       const auto ref = reference(c.q, s.H, s.w, s.d, s.n_kv, kvh, c.kd, s.n, 1.0 / std::sqrt(double(s.d)), use_max,
                                  [&](std::size_t i, std::size_t j) { return j <= s.n - s.w + i; });
-      for (isa p : paths()) {
+      for (isa p : depthkv_test::supported_paths()) {
+    const scoped_isa use(p);
         INFO("shape H" << s.H << " kv" << s.n_kv << " w" << s.w << " d" << s.d << " n" << s.n << " max " << use_max
                        << " path " << isa_name(p) << " " << element_name<TestType>());
         window_scratch ws;
         std::vector<float> out(s.n + 1, -7.f);
         window_options o;
         o.reduce = use_max ? gqa_reduce::max : gqa_reduce::mean;
-        o.path = p;
         window_scores(c.queries(), s.n_kv, kvh, c.keys(), {}, out, ws, o);
         check_close<TestType>(out, ref);
         CHECK(out[s.n] == -7.f);  // nothing written past n
@@ -166,12 +159,12 @@ TEST_CASE("window_scores: sharp softmax (large logits) stays within 1e-5", "[win
   random_case<float> c(4, 1, 16, 64, 257, 4.f);  // logits ~ N(0, 16): weights span many decades
   const auto ref = reference(c.q, 4, 16, 64, 1, 0, c.kd, 257, 1.0 / 8.0, false,
                              [&](std::size_t i, std::size_t j) { return j <= 257 - 16 + i; });
-  for (isa p : paths()) {
+  for (isa p : depthkv_test::supported_paths()) {
+    const scoped_isa use(p);
     INFO("path " << isa_name(p));
     window_scratch ws;
     std::vector<float> out(257);
     window_options o;
-    o.path = p;
     window_scores(c.queries(), 1, 0, c.keys(), {}, out, ws, o);
     for (std::size_t j = 0; j < 257; ++j) {
       INFO("j " << j << " got " << out[j] << " ref " << ref[j]);
@@ -191,12 +184,12 @@ TEST_CASE("window_scores: explicit positions mask (window not cached, gaps)", "[
   std::vector<pos_t> qpos{-1, 9, 40};  // the first query sees no key at all
   const auto ref = reference(c.q, 2, w, d, 1, 0, c.kd, n, 0.25, false,
                              [&](std::size_t i, std::size_t j) { return kpos[j] <= qpos[i]; });
-  for (isa p : paths()) {
+  for (isa p : depthkv_test::supported_paths()) {
+    const scoped_isa use(p);
     INFO("path " << isa_name(p));
     window_scratch ws;
     std::vector<float> out(n);
     window_options o;
-    o.path = p;
     o.query_positions = qpos;
     window_scores(c.queries(), 1, 0, c.keys(), kpos, out, ws, o);
     check_close<float>(out, ref);
@@ -211,12 +204,12 @@ TEST_CASE("window_scores: GQA mean and max over the group's heads", "[window]") 
   const std::size_t d = 4;
   std::vector<float> k{1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0};
   std::vector<float> q{60, 0, 0, 0, 0, 0, 60, 0};  // [2 heads][w=1][4]
-  for (isa p : paths()) {
+  for (isa p : depthkv_test::supported_paths()) {
+    const scoped_isa use(p);
     INFO("path " << isa_name(p));
     window_scratch ws;
     std::vector<float> out(3);
     window_options o;
-    o.path = p;
     o.scale = 1.f;
     window_scores(window_queries::dense(q.data(), 2, 1, d), 1, 0, rows_view<const float>{k.data(), 3, d, 4}, {}, out,
                   ws, o);
@@ -242,11 +235,11 @@ TEST_CASE("window_scores: token-major queries and strided (NHD) keys", "[window]
   for (std::size_t j = 0; j < n; ++j)
     for (std::size_t t = 0; t < d; ++t) nhd[(j * n_kv + 1) * d + t] = c.k[j * d + t];
   const auto view = kv_view<const float>::nhd(nhd.data(), n, n_kv, d);
-  for (isa p : paths()) {
+  for (isa p : depthkv_test::supported_paths()) {
+    const scoped_isa use(p);
     window_scratch ws;
     std::vector<float> a(n), b(n);
     window_options o;
-    o.path = p;
     window_scores(c.queries(), n_kv, 1, c.keys(), {}, a, ws, o);
     window_scores(window_queries::token_major(qt.data(), H, w, d), n_kv, 1, view.head(1), {}, b, ws, o);
     for (std::size_t j = 0; j < n; ++j) REQUIRE(a[j] == b[j]);
@@ -258,22 +251,22 @@ TEST_CASE("window_scores: SIMD paths agree with scalar on ties and NaN", "[windo
   random_case<float> c(1, 1, w, d, n);
   // Ties: keys 3, 10 and 20 are identical, so their scores must be identical on every path.
   for (std::size_t t = 0; t < d; ++t) c.k[10 * d + t] = c.k[20 * d + t] = c.k[3 * d + t];
-  for (isa p : paths()) {
+  for (isa p : depthkv_test::supported_paths()) {
+    const scoped_isa use(p);
     window_scratch ws;
     std::vector<float> out(n);
     window_options o;
-    o.path = p;
     window_scores(c.queries(), 1, 0, c.keys(), {}, out, ws, o);
     CHECK(out[3] == out[10]);
     CHECK(out[10] == out[20]);
   }
   c.k[7 * d + 2] = std::numeric_limits<float>::quiet_NaN();
-  for (isa p : paths()) {
+  for (isa p : depthkv_test::supported_paths()) {
+    const scoped_isa use(p);
     INFO("path " << isa_name(p));
     window_scratch ws;
     std::vector<float> out(n);
     window_options o;
-    o.path = p;
     window_scores(c.queries(), 1, 0, c.keys(), {}, out, ws, o);
     for (std::size_t j = 0; j < n; ++j) REQUIRE(std::isnan(out[j]));  // every query sees key 7
   }

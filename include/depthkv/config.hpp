@@ -1,4 +1,4 @@
-// Build configuration: the internal assert and compile-time ISA selection.
+// Build configuration: the internal assert, compiler hints, and the kernel paths (isa.hpp).
 #pragma once
 
 #include <cstdio>
@@ -22,19 +22,6 @@ namespace depthkv::detail {
 #endif
 #endif
 
-// Widest SIMD instruction set this translation unit is compiled for. Kernels pick their
-// default implementation from it; tests and benchmarks may still force a narrower one.
-#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512DQ__)
-#define DEPTHKV_HAVE_AVX512 1
-#else
-#define DEPTHKV_HAVE_AVX512 0
-#endif
-#if defined(__AVX2__) && defined(__FMA__)
-#define DEPTHKV_HAVE_AVX2 1
-#else
-#define DEPTHKV_HAVE_AVX2 0
-#endif
-
 #if defined(__GNUC__) || defined(__clang__)
 #define DEPTHKV_RESTRICT __restrict__
 #define DEPTHKV_LIKELY(x) __builtin_expect(!!(x), 1)
@@ -45,37 +32,5 @@ namespace depthkv::detail {
 #define DEPTHKV_UNLIKELY(x) (x)
 #endif
 
-namespace depthkv {
-
-// Instruction-set paths a kernel can run. `best` is the widest this TU was compiled for.
-enum class isa { scalar, avx2, avx512 };
-
-inline constexpr isa best_isa =
-#if DEPTHKV_HAVE_AVX512
-    isa::avx512;
-#elif DEPTHKV_HAVE_AVX2
-    isa::avx2;
-#else
-    isa::scalar;
-#endif
-
-// True when this TU can run kernels of `i` (compiled in; the CPU is assumed to match the flags).
-constexpr bool isa_available(isa i) noexcept {
-  switch (i) {
-    case isa::scalar: return true;
-    case isa::avx2: return DEPTHKV_HAVE_AVX2 != 0;
-    case isa::avx512: return DEPTHKV_HAVE_AVX512 != 0;
-  }
-  return false;
-}
-
-constexpr const char* isa_name(isa i) noexcept {
-  switch (i) {
-    case isa::scalar: return "scalar";
-    case isa::avx2: return "avx2";
-    case isa::avx512: return "avx512";
-  }
-  return "?";
-}
-
-}  // namespace depthkv
+// The kernel paths and their run-time choice.
+#include "depthkv/isa.hpp"

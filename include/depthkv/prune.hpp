@@ -16,11 +16,9 @@
 #include "depthkv/score/window.hpp"
 #include "depthkv/select/compact.hpp"
 #include "depthkv/select/topk.hpp"
-#include "depthkv/select/detail/target.hpp"
 #include "depthkv/types.hpp"
 
 namespace depthkv {
-inline namespace DEPTHKV_TARGET_NS {
 
 // Which tokens a layer keeps:
 //   per_head: each kv head keeps its own top `keep` tokens (heads may keep different tokens);
@@ -69,9 +67,7 @@ class prune_workspace {
   }
 };
 
-}  // inline namespace DEPTHKV_TARGET_NS
 namespace detail {
-inline namespace DEPTHKV_TARGET_NS {
 
 // Keys and positions of one head, whatever owns them.
 template <class T>
@@ -251,9 +247,7 @@ struct cache_heads {
   }
 };
 
-}  // inline namespace DEPTHKV_TARGET_NS
 }  // namespace detail
-inline namespace DEPTHKV_TARGET_NS {
 
 // Prunes layer `layer` of `cache` to `keep` tokens per kv head (heads holding <= keep rows are
 // untouched) with `policy`: score -> top-k (protecting the policy's n_sink first and n_recent
@@ -366,5 +360,4 @@ void prune_view(kv_view<T> k, kv_view<T> v, pos_t* positions, std::ptrdiff_t pos
   }
 }
 
-}  // inline namespace DEPTHKV_TARGET_NS
 }  // namespace depthkv

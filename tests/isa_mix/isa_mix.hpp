@@ -10,7 +10,7 @@
 namespace isa_mix {
 
 struct tu_result {
-  depthkv::isa best;           // the TU's compile-time path
+  depthkv::isa active;         // the path the kernels ran on
   std::string cache_type;      // mangled name of kv_cache<float> in this TU
   std::vector<float> keys;     // head 0 keys after retain({1, 3, 4})
   std::vector<depthkv::pos_t> positions;
@@ -31,7 +31,7 @@ inline tu_result run_here() {
   c.append(0, view::nhd(k.data(), n, 1, dim), view::nhd(v.data(), n, 1, dim), pos);
   const std::vector<depthkv::index_t> keep = {1, 3, 4};
   c.retain(0, keep);
-  tu_result r{depthkv::best_isa, typeid(depthkv::kv_cache<float>).name(), {}, {}};
+  tu_result r{depthkv::active_isa(), typeid(depthkv::kv_cache<float>).name(), {}, {}};
   const auto rows = c.keys(0, 0);
   for (std::size_t i = 0; i < rows.n; ++i)
     for (std::size_t d = 0; d < dim; ++d) r.keys.push_back(rows.data[i * rows.stride + d]);

@@ -13,11 +13,9 @@
 #include "depthkv/detail/checked.hpp"
 #include "depthkv/error.hpp"
 #include "depthkv/select/compact.hpp"
-#include "depthkv/select/detail/target.hpp"
 #include "depthkv/types.hpp"
 
 namespace depthkv {
-inline namespace DEPTHKV_TARGET_NS {
 
 // Owning cache of n_layers x n_kv_heads heads. Each head holds `length` rows of K and of V
 // ([token][head_dim], dense, 64-byte aligned) in ascending original position, plus each
@@ -310,5 +308,4 @@ class kv_cache {
   std::vector<pos_t> scratch_pos_;  // reused by append(first_position)
 };
 
-}  // inline namespace DEPTHKV_TARGET_NS
 }  // namespace depthkv

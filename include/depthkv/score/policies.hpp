@@ -21,11 +21,9 @@
 #include "depthkv/score/pooling.hpp"
 #include "depthkv/score/window.hpp"
 #include "depthkv/select/compact.hpp"
-#include "depthkv/select/detail/target.hpp"
 #include "depthkv/types.hpp"
 
 namespace depthkv {
-inline namespace DEPTHKV_TARGET_NS {
 
 // What a policy sees of one kv head of one layer when scoring it.
 template <class T>
@@ -46,13 +44,11 @@ struct score_scratch {
   std::size_t bytes_reserved() const noexcept { return window.bytes_reserved() + pool.capacity() * sizeof(float); }
 };
 
-}  // inline namespace DEPTHKV_TARGET_NS
 namespace detail {
-inline namespace DEPTHKV_TARGET_NS {
 
 // Checks that window_scores will accept the last `w` (0: all) of the layer's queries for this head.
 template <class T>
-void check_queries(const char* where, const head_input<T>& in, std::size_t w, float scale, isa path) {
+void check_queries(const char* where, const head_input<T>& in, std::size_t w, float scale) {
   DEPTHKV_CHECK(in.queries != nullptr && !in.queries->empty(), where, "needs the layer's window queries (layer ",
                 in.layer, ")");
   DEPTHKV_CHECK(w <= in.queries->w, where, "window ", w, " exceeds the ", in.queries->w, " queries given");
@@ -61,7 +57,6 @@ void check_queries(const char* where, const head_input<T>& in, std::size_t w, fl
   const std::size_t used = w == 0 ? in.queries->w : w;
   window_options o;
   o.scale = scale;
-  o.path = path;
   if (!in.query_positions.empty())
     o.query_positions = in.query_positions.subspan(in.query_positions.size() - used, used);
   check_window_args(where, in.queries->last(used), in.n_kv_heads, in.kv_head, in.keys, in.positions,
@@ -69,18 +64,15 @@ void check_queries(const char* where, const head_input<T>& in, std::size_t w, fl
 }
 
 template <class T>
-window_options window_opts(const head_input<T>& in, gqa_reduce reduce, float scale, isa path) {
+window_options window_opts(const head_input<T>& in, gqa_reduce reduce, float scale) {
   window_options o;
   o.reduce = reduce;
   o.scale = scale;
-  o.path = path;
   o.query_positions = in.query_positions;
   return o;
 }
 
-}  // inline namespace DEPTHKV_TARGET_NS
 }  // namespace detail
-inline namespace DEPTHKV_TARGET_NS {
 
 // SnapKV: attention of the last `window` queries (all given ones when 0) to each cached token,
 // summed over the window, reduced over the GQA group, then pooled (kernel 5, avg by default).
@@ -94,19 +86,18 @@ struct snapkv {
   pool_kind pool = pool_kind::avg;
   gqa_reduce reduce = gqa_reduce::mean;
   float scale = 0.f;  // 0: 1/sqrt(head_dim)
-  isa path = best_isa;
 
   template <class T>
   void check(const head_input<T>& in) const {
     constexpr const char* where = "depthkv::snapkv";
     DEPTHKV_CHECK(kernel % 2 == 1, where, "pooling kernel must be odd, got ", kernel);
-    detail::check_queries(where, in, window, scale, path);
+    detail::check_queries(where, in, window, scale);
   }
   template <class T>
   void score(const head_input<T>& in, span<float> out, score_scratch& s) const {
     const std::size_t w = window == 0 ? in.queries->w : window;
     const window_queries q = in.queries->last(w);
-    window_options o = detail::window_opts(in, reduce, scale, path);
+    window_options o = detail::window_opts(in, reduce, scale);
     if (!o.query_positions.empty()) o.query_positions = o.query_positions.subspan(o.query_positions.size() - w, w);
     window_scores(q, in.n_kv_heads, in.kv_head, in.keys, in.positions, out, s.window, o);
     if (pool != pool_kind::none && kernel > 1) {
@@ -123,15 +114,14 @@ struct tova {
   std::size_t n_sink = 0;
   std::size_t n_recent = 0;
   float scale = 0.f;
-  isa path = best_isa;
 
   template <class T>
   void check(const head_input<T>& in) const {
-    detail::check_queries("depthkv::tova", in, 1, scale, path);
+    detail::check_queries("depthkv::tova", in, 1, scale);
   }
   template <class T>
   void score(const head_input<T>& in, span<float> out, score_scratch& s) const {
-    window_options o = detail::window_opts(in, gqa_reduce::mean, scale, path);
+    window_options o = detail::window_opts(in, gqa_reduce::mean, scale);
     if (!o.query_positions.empty()) o.query_positions = o.query_positions.subspan(o.query_positions.size() - 1, 1);
     window_scores(in.queries->last(1), in.n_kv_heads, in.kv_head, in.keys, in.positions, out, s.window, o);
   }
@@ -306,9 +296,7 @@ struct h2o {
 // ---------------------------------------------------------------------------------------------
 // The contract.
 
-}  // inline namespace DEPTHKV_TARGET_NS
 namespace detail {
-inline namespace DEPTHKV_TARGET_NS {
 template <class P, class = void>
 struct has_name : std::false_type {};
 template <class P>
@@ -334,9 +322,7 @@ struct has_on_retain : std::false_type {};
 template <class P>
 struct has_on_retain<P, std::void_t<decltype(std::declval<const P&>().on_retain(
                             std::size_t{}, std::size_t{}, std::declval<span<const index_t>>()))>> : std::true_type {};
-}  // inline namespace DEPTHKV_TARGET_NS
 }  // namespace detail
-inline namespace DEPTHKV_TARGET_NS {
 
 // A scoring policy P has:
 //   static constexpr const char* name;
@@ -423,5 +409,4 @@ decltype(auto) visit_policy(std::string_view name, const policy_config& cfg, F&&
   return visit_policy(policy_from_name(name), cfg, std::forward<F>(f));
 }
 
-}  // inline namespace DEPTHKV_TARGET_NS
 }  // namespace depthkv

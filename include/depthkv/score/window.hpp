@@ -12,13 +12,16 @@
 #include "depthkv/cache/kv_view.hpp"
 #include "depthkv/config.hpp"
 #include "depthkv/error.hpp"
+#include "depthkv/detail/target.hpp"
+#include "depthkv/isa.hpp"
 #include "depthkv/score/detail/window_avx2.hpp"
 #include "depthkv/score/detail/window_avx512.hpp"
 #include "depthkv/score/detail/window_common.hpp"
-#include "depthkv/score/detail/window_simd.hpp"
+#include "depthkv/score/detail/window_scalar.hpp"
 #include "depthkv/types.hpp"
 
 namespace depthkv {
+DEPTHKV_BASELINE_BEGIN  // the same machine code in every TU (detail/target.hpp)
 
 // How the query heads of one kv head's GQA group are combined into one score per token.
 enum class gqa_reduce { mean, max };
@@ -82,7 +85,6 @@ struct window_queries {
 struct window_options {
   gqa_reduce reduce = gqa_reduce::mean;
   float scale = 0.f;                     // softmax scale of q.k; 0 means 1/sqrt(head_dim)
-  isa path = best_isa;                   // kernel path; tests and benchmarks force narrower ones
   span<const pos_t> query_positions{};   // see above
 };
 
@@ -110,6 +112,34 @@ class window_scratch {
 
 namespace detail {
 
+// Runs a validated job on path `path` (compiled in and supported by the CPU).
+#define DEPTHKV_WINDOW_ON(fn)                                                                   \
+  switch (path) {                                                                                \
+    DEPTHKV_WINDOW_CASES(fn)                                                                     \
+    default: return scalar::fn(job, keys, k_stride, out, scratch);                              \
+  }
+#if DEPTHKV_X86_SIMD
+#define DEPTHKV_WINDOW_CASES(fn)                                                                 \
+  case isa::avx512: return (*DEPTHKV_AVX512_FN(fn))(job, keys, k_stride, out, scratch);        \
+  case isa::avx2: return (*DEPTHKV_AVX2_FN(fn))(job, keys, k_stride, out, scratch);
+#else
+#define DEPTHKV_WINDOW_CASES(fn)
+#endif
+inline void window_on(isa path, const window_job& job, const float* keys, std::ptrdiff_t k_stride, float* out,
+                      float* scratch) noexcept {
+  DEPTHKV_WINDOW_ON(window_f32)
+}
+inline void window_on(isa path, const window_job& job, const f16* keys, std::ptrdiff_t k_stride, float* out,
+                      float* scratch) noexcept {
+  DEPTHKV_WINDOW_ON(window_f16)
+}
+inline void window_on(isa path, const window_job& job, const bf16* keys, std::ptrdiff_t k_stride, float* out,
+                      float* scratch) noexcept {
+  DEPTHKV_WINDOW_ON(window_bf16)
+}
+#undef DEPTHKV_WINDOW_CASES
+#undef DEPTHKV_WINDOW_ON
+
 // Validates the inputs of window_scores; throws depthkv::error naming the bad argument.
 template <class T>
 void check_window_args(const char* where, const window_queries& q, std::size_t n_kv_heads, std::size_t kv_head,
@@ -128,7 +158,6 @@ void check_window_args(const char* where, const window_queries& q, std::size_t n
   const std::size_t need = std::max(window_simd_plan::floats(keys.n, keys.dim, g), window_scratch_scalar(keys.n, keys.dim));
   DEPTHKV_CHECK(need < size_max / sizeof(float), where, "keys n ", keys.n, ", head_dim ", keys.dim, " and ", g,
                 " query heads per kv head need more scratch than size_t can count");
-  DEPTHKV_CHECK(isa_available(opt.path), where, "isa path ", isa_name(opt.path), " is not compiled in");
   DEPTHKV_CHECK(opt.scale >= 0.f && std::isfinite(opt.scale), where, "scale must be finite and >= 0, got ",
                 opt.scale);
   if (opt.query_positions.empty()) {
@@ -152,7 +181,6 @@ void check_window_args(const char* where, const window_queries& q, std::size_t n
 
 }  // namespace detail
 
-inline namespace DEPTHKV_SCORE_TARGET_NS {
 
 // Scores the cached tokens of kv head `kv_head` (of n_kv_heads) of one layer:
 //   out[j] = reduce_{h in group(kv_head)} sum_{i < w} softmax_i(q[h][i] . k[j] * scale)[j]
@@ -190,19 +218,8 @@ void window_scores(const window_queries& q, std::size_t n_kv_heads, std::size_t 
   job.qscale = opt.scale > 0.f ? opt.scale : 1.f / std::sqrt(static_cast<float>(d));
   job.limit = limit;
   job.reduce_max = opt.reduce == gqa_reduce::max;
-  const U* kd = keys.data;
-  float* o = out.data();
-  float* s = scratch.floats();
-  switch (opt.path) {
-#if DEPTHKV_HAVE_AVX512
-    case isa::avx512: detail::avx512::window_kernel(job, kd, keys.stride, o, s); return;
-#endif
-#if DEPTHKV_HAVE_AVX2
-    case isa::avx2: detail::avx2::window_kernel(job, kd, keys.stride, o, s); return;
-#endif
-    default: detail::window_kernel_scalar(job, kd, keys.stride, o, s); return;
-  }
+  detail::window_on(active_isa(), job, static_cast<const U*>(keys.data), keys.stride, out.data(), scratch.floats());
 }
 
-}  // namespace DEPTHKV_SCORE_TARGET_NS
+DEPTHKV_BASELINE_END
 }  // namespace depthkv

@@ -13,10 +13,12 @@
 #include "depthkv/config.hpp"
 #include "depthkv/error.hpp"
 #include "depthkv/select/detail/compact_kernels.hpp"
-#include "depthkv/select/detail/target.hpp"
+#include "depthkv/detail/target.hpp"
+#include "depthkv/isa.hpp"
 #include "depthkv/types.hpp"
 
 namespace depthkv {
+DEPTHKV_BASELINE_BEGIN  // the same machine code in every TU (detail/target.hpp)
 
 namespace detail {
 
@@ -29,13 +31,11 @@ inline void check_keep_list(const char* where, span<const index_t> keep, std::si
   }
 }
 
-inline namespace DEPTHKV_TARGET_NS {
-
-// Moves row keep[i] to row i for every i on kernel path `path` (falls back to scalar when
-// `path` is not compiled in). Pre: keep strictly ascending, < rows.n. Since keep[i] >= i, a
-// forward pass never overwrites a row it still needs, and row i != row keep[i] never overlap.
+// Moves row keep[i] to row i for every i on the active kernel path. Pre: keep strictly
+// ascending, < rows.n. Since keep[i] >= i, a forward pass never overwrites a row it still
+// needs, and row i != row keep[i] never overlap.
 template <class T>
-void compact_rows_unchecked(isa path, rows_view<T> rows, const index_t* keep, std::size_t k) noexcept {
+void compact_rows_unchecked(rows_view<T> rows, const index_t* keep, std::size_t k) noexcept {
   static_assert(!std::is_const_v<T>, "compaction writes the rows");
   std::size_t i = 0;
   while (i < k && keep[i] == i) ++i;  // leading rows already in place
@@ -49,21 +49,7 @@ void compact_rows_unchecked(isa path, rows_view<T> rows, const index_t* keep, st
                        row_bytes % 64 == 0;
   const row_move m{reinterpret_cast<unsigned char*>(rows.data), stride_bytes, row_bytes,
                    span > compact_prefetch_span || 4 * k > rows.n, aligned && span > compact_stream_span};
-  switch (path) {
-#if DEPTHKV_HAVE_AVX512
-    case isa::avx512: return avx512::move_rows(m, keep, i, k);
-#endif
-#if DEPTHKV_HAVE_AVX2
-    case isa::avx2: return avx2::move_rows(m, keep, i, k);
-#endif
-    default: return scalar::move_rows(m, keep, i, k);
-  }
-}
-
-// Same on the widest path this TU is compiled for.
-template <class T>
-void compact_rows_unchecked(rows_view<T> rows, const index_t* keep, std::size_t k) noexcept {
-  compact_rows_unchecked(best_isa, rows, keep, k);
+  move_rows_on(active_isa(), m, keep, i, k);
 }
 
 // Same as compact_rows_unchecked for a plain array (positions).
@@ -83,24 +69,10 @@ bool as_token_slots(const kv_view<T>& v, rows_view<T>& slots) noexcept {
   return true;
 }
 
-}  // inline namespace DEPTHKV_TARGET_NS
 }  // namespace detail
 
-// The public entries live in the per-ISA inline namespace too: they call ISA-specific kernels.
-inline namespace DEPTHKV_TARGET_NS {
-
-// Keeps rows keep[0..k) of `rows` as rows 0..k, in place, on kernel path `path` (for tests
-// and benchmarks; throws if `path` is not compiled in). Throws on a bad list before moving.
-template <class T>
-void compact_rows(isa path, rows_view<T> rows, span<const index_t> keep) {
-  constexpr const char* where = "depthkv::compact_rows";
-  DEPTHKV_CHECK(isa_available(path), where, "isa ", isa_name(path), " is not compiled into this translation unit");
-  detail::check_rows_view(where, "rows", rows);
-  detail::check_keep_list(where, keep, rows.n);
-  detail::compact_rows_unchecked(path, rows, keep.data(), keep.size());
-}
-
-// Keeps rows keep[0..k) of `rows` as rows 0..k, in place. keep: strictly ascending, < rows.n.
+// Keeps rows keep[0..k) of `rows` as rows 0..k, in place, on the active kernel path.
+// keep: strictly ascending, < rows.n.
 // Throws depthkv::error on a bad list or a rows view whose extent overflows, before anything is moved.
 template <class T>
 void compact_rows(rows_view<T> rows, span<const index_t> keep) {
@@ -155,5 +127,5 @@ void retain_head(kv_view<T> k, kv_view<T> v, std::size_t head, span<const index_
   if (positions) detail::compact_values_unchecked(positions, keep.data(), keep.size());
 }
 
-}  // inline namespace DEPTHKV_TARGET_NS
+DEPTHKV_BASELINE_END
 }  // namespace depthkv

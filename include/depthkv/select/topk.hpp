@@ -19,6 +19,7 @@
 #include <limits>
 
 #include "depthkv/config.hpp"
+#include "depthkv/detail/target.hpp"
 #include "depthkv/detail/checked.hpp"
 #include "depthkv/error.hpp"
 #include "depthkv/select/detail/topk_driver.hpp"
@@ -26,6 +27,7 @@
 #include "depthkv/types.hpp"
 
 namespace depthkv {
+DEPTHKV_BASELINE_BEGIN  // the same machine code in every TU (detail/target.hpp)
 
 namespace detail {
 // Largest row top-k accepts: every index must fit in index_t.
@@ -44,55 +46,21 @@ inline std::size_t check_topk_row(const char* where, std::size_t n, std::size_t 
   return m;
 }
 
-inline void check_isa(const char* where, isa path) {
-  DEPTHKV_CHECK(isa_available(path), where, "isa ", isa_name(path), " is not compiled into this translation unit");
-}
 }  // namespace detail
 
-inline namespace DEPTHKV_TARGET_NS {
-
-namespace detail_select {
-template <class K>
-std::size_t run(span<const float> scores, std::size_t k, index_t* out, const topk_options& opt, topk_scratch& sc) {
-  return detail::topk_run<K>(scores.data(), scores.size(), k, out, opt, sc);
-}
-
-// Runs one validated row on the chosen path.
-inline std::size_t dispatch(isa path, span<const float> scores, std::size_t k, index_t* out, const topk_options& opt,
-                            topk_scratch& sc) {
-  switch (path) {
-#if DEPTHKV_HAVE_AVX512
-    case isa::avx512: return run<detail::avx512::topk_kernels>(scores, k, out, opt, sc);
-#endif
-#if DEPTHKV_HAVE_AVX2
-    case isa::avx2: return run<detail::avx2::topk_kernels>(scores, k, out, opt, sc);
-#endif
-    default: return run<detail::scalar::topk_kernels>(scores, k, out, opt, sc);
-  }
-}
-}  // namespace detail_select
-
 // Writes the indices of the min(k, n) largest scores into out[0..), ascending, and returns
-// how many, on the kernel path `path` (throws if that path is not compiled in). Uses and
-// grows `scratch`; allocates nothing once scratch has room for n scores.
-inline std::size_t topk(isa path, span<const float> scores, std::size_t k, span<index_t> out,
-                        const topk_options& opt, topk_scratch& scratch) {
-  constexpr const char* where = "depthkv::topk";
-  detail::check_isa(where, path);
-  detail::check_topk_row(where, scores.size(), k, out.size(), opt);
-  return detail_select::dispatch(path, scores, k, out.data(), opt, scratch);
-}
-
-// Same on the widest path this TU is compiled for, with caller-provided scratch.
+// how many, on the active kernel path (active_isa()). Uses and grows `scratch`; allocates
+// nothing once scratch has room for n scores.
 inline std::size_t topk(span<const float> scores, std::size_t k, span<index_t> out, const topk_options& opt,
                         topk_scratch& scratch) {
-  return topk(best_isa, scores, k, out, opt, scratch);
+  detail::check_topk_row("depthkv::topk", scores.size(), k, out.size(), opt);
+  return detail::topk_row_on(active_isa(), scores.data(), scores.size(), k, out.data(), opt, scratch);
 }
 
 // Same with temporary scratch (allocates about 8 bytes per score when n >= 2048).
 inline std::size_t topk(span<const float> scores, std::size_t k, span<index_t> out, const topk_options& opt = {}) {
   topk_scratch scratch;
-  return topk(best_isa, scores, k, out, opt, scratch);
+  return topk(scores, k, out, opt, scratch);
 }
 
 // Batched top-k over rows (one score row per kv head): row h is scores[h * score_stride ..
@@ -101,11 +69,10 @@ inline std::size_t topk(span<const float> scores, std::size_t k, span<index_t> o
 // Pre-conditions checked: ks.size() == n_rows, score_stride >= n, scores and out large
 // enough (every row start h * out_stride within out), out rows do not overlap (out_stride >=
 // every min(ks[h], n) but the last), and no stride arithmetic overflows size_t.
-inline void topk_rows(isa path, span<const float> scores, std::size_t n_rows, std::size_t n, std::size_t score_stride,
+inline void topk_rows(span<const float> scores, std::size_t n_rows, std::size_t n, std::size_t score_stride,
                       span<const std::size_t> ks, span<index_t> out, std::size_t out_stride, span<std::size_t> counts,
                       const topk_options& opt, topk_scratch& scratch) {
   constexpr const char* where = "depthkv::topk_rows";
-  detail::check_isa(where, path);
   DEPTHKV_CHECK(ks.size() == n_rows, where, "ks has ", ks.size(), " entries, expected n_rows = ", n_rows);
   DEPTHKV_CHECK(counts.empty() || counts.size() == n_rows, where, "counts has ", counts.size(),
                 " entries, expected 0 or n_rows = ", n_rows);
@@ -126,19 +93,13 @@ inline void topk_rows(isa path, span<const float> scores, std::size_t n_rows, st
     const std::size_t room = out.size() - base;
     detail::check_topk_row(where, n, ks[h], h + 1 < n_rows ? std::min(room, out_stride) : room, opt);
   }
+  const isa path = active_isa();
   for (std::size_t h = 0; h < n_rows; ++h) {
-    const std::size_t m = detail_select::dispatch(path, scores.subspan(h * score_stride, n), ks[h],
-                                                  out.data() + h * out_stride, opt, scratch);
+    const std::size_t m =
+        detail::topk_row_on(path, scores.data() + h * score_stride, n, ks[h], out.data() + h * out_stride, opt, scratch);
     if (!counts.empty()) counts[h] = m;
   }
 }
 
-// Same on the widest compiled path.
-inline void topk_rows(span<const float> scores, std::size_t n_rows, std::size_t n, std::size_t score_stride,
-                      span<const std::size_t> ks, span<index_t> out, std::size_t out_stride, span<std::size_t> counts,
-                      const topk_options& opt, topk_scratch& scratch) {
-  topk_rows(best_isa, scores, n_rows, n, score_stride, ks, out, out_stride, counts, opt, scratch);
-}
-
-}  // inline namespace DEPTHKV_TARGET_NS
+DEPTHKV_BASELINE_END
 }  // namespace depthkv

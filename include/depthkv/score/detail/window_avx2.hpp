@@ -10,10 +10,16 @@
 #include <cstring>
 #include <type_traits>
 
-#include "depthkv/score/detail/window_simd.hpp"
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+
+#include "depthkv/detail/target.hpp"
+#include "depthkv/score/detail/window_common.hpp"
 #include "depthkv/types.hpp"
 
-namespace depthkv::detail::avx2 {
+namespace depthkv::detail::DEPTHKV_AVX2_NS {
+DEPTHKV_AVX2_BEGIN
 
 struct window_vt {
   using reg = __m256;
@@ -75,25 +81,43 @@ struct window_vt {
     std::size_t i = 0;
     const std::size_t vend = d - d % 8;
     if constexpr (std::is_same_v<T, f16>) {
-#if defined(__F16C__)
       for (; i < vend; i += 8)
         _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
-#endif
     } else if constexpr (std::is_same_v<T, bf16>) {
       for (; i < vend; i += 8) {
         const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i)));
         _mm256_storeu_ps(dst + i, _mm256_castsi256_ps(_mm256_slli_epi32(w, 16)));
       }
     }
-    // Tail (< 8 elements when vectorised; the whole row for f32 / without F16C).
+    // Tail (< 8 elements; the whole row for f32).
     for (std::size_t t = i; t < d; ++t) dst[t] = static_cast<float>(src[t]);
   }
 };
 
-template <class T>
-void window_kernel(const window_job& job, const T* keys, std::ptrdiff_t k_stride, float* out, float* scratch) noexcept {
+#include "depthkv/score/detail/window_simd.inl"
+
+// Entry points of the path, one per key element type.
+inline void window_f32(const window_job& job, const float* keys, std::ptrdiff_t k_stride, float* out,
+                       float* scratch) noexcept {
+  window_simd<window_vt>::run(job, keys, k_stride, out, scratch);
+}
+inline void window_f16(const window_job& job, const f16* keys, std::ptrdiff_t k_stride, float* out,
+                       float* scratch) noexcept {
+  window_simd<window_vt>::run(job, keys, k_stride, out, scratch);
+}
+inline void window_bf16(const window_job& job, const bf16* keys, std::ptrdiff_t k_stride, float* out,
+                        float* scratch) noexcept {
   window_simd<window_vt>::run(job, keys, k_stride, out, scratch);
 }
 
+DEPTHKV_AVX2_END
+}  // namespace depthkv::detail::DEPTHKV_AVX2_NS
+
+#if DEPTHKV_TU_ABOVE_AVX2
+namespace depthkv::detail::avx2 {  // the shared copies, defined by TUs not above this path (detail/target.hpp)
+DEPTHKV_WEAK void window_f32(const window_job&, const float*, std::ptrdiff_t, float*, float*) noexcept;
+DEPTHKV_WEAK void window_f16(const window_job&, const f16*, std::ptrdiff_t, float*, float*) noexcept;
+DEPTHKV_WEAK void window_bf16(const window_job&, const bf16*, std::ptrdiff_t, float*, float*) noexcept;
 }  // namespace depthkv::detail::avx2
+#endif
 #endif

@@ -18,10 +18,16 @@
 #include <cstring>
 #include <type_traits>
 
-#include "depthkv/score/detail/window_simd.hpp"
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+
+#include "depthkv/detail/target.hpp"
+#include "depthkv/score/detail/window_common.hpp"
 #include "depthkv/types.hpp"
 
-namespace depthkv::detail::avx512 {
+namespace depthkv::detail::DEPTHKV_AVX512_NS {
+DEPTHKV_AVX512_BEGIN
 
 struct window_vt {
   using reg = __m512;
@@ -92,17 +98,37 @@ struct window_vt {
         _mm512_storeu_ps(dst + i, _mm512_castsi512_ps(_mm512_slli_epi32(w, 16)));
       }
     }
-    // Tail (< 16 elements when vectorised; the whole row for f32 / without F16C).
+    // Tail (< 16 elements; the whole row for f32).
     for (std::size_t t = i; t < d; ++t) dst[t] = static_cast<float>(src[t]);
   }
 };
 
-template <class T>
-void window_kernel(const window_job& job, const T* keys, std::ptrdiff_t k_stride, float* out, float* scratch) noexcept {
+#include "depthkv/score/detail/window_simd.inl"
+
+// Entry points of the path, one per key element type.
+inline void window_f32(const window_job& job, const float* keys, std::ptrdiff_t k_stride, float* out,
+                       float* scratch) noexcept {
+  window_simd<window_vt>::run(job, keys, k_stride, out, scratch);
+}
+inline void window_f16(const window_job& job, const f16* keys, std::ptrdiff_t k_stride, float* out,
+                       float* scratch) noexcept {
+  window_simd<window_vt>::run(job, keys, k_stride, out, scratch);
+}
+inline void window_bf16(const window_job& job, const bf16* keys, std::ptrdiff_t k_stride, float* out,
+                        float* scratch) noexcept {
   window_simd<window_vt>::run(job, keys, k_stride, out, scratch);
 }
 
+DEPTHKV_AVX512_END
+}  // namespace depthkv::detail::DEPTHKV_AVX512_NS
+
+#if DEPTHKV_TU_ABOVE_AVX512
+namespace depthkv::detail::avx512 {  // the shared copies, defined by TUs not above this path (detail/target.hpp)
+DEPTHKV_WEAK void window_f32(const window_job&, const float*, std::ptrdiff_t, float*, float*) noexcept;
+DEPTHKV_WEAK void window_f16(const window_job&, const f16*, std::ptrdiff_t, float*, float*) noexcept;
+DEPTHKV_WEAK void window_bf16(const window_job&, const bf16*, std::ptrdiff_t, float*, float*) noexcept;
 }  // namespace depthkv::detail::avx512
+#endif
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop

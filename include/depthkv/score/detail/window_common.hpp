@@ -11,20 +11,11 @@
 
 #include "depthkv/config.hpp"
 #include "depthkv/detail/checked.hpp"
+#include "depthkv/detail/target.hpp"
 #include "depthkv/types.hpp"
 
-// Code whose machine code depends on the TU's ISA flags (the dispatching entry points) lives in
-// an inline namespace named after those flags, so TUs built with different -m flags link
-// distinct symbols instead of violating the one-definition rule. Callers never name it.
-#if DEPTHKV_HAVE_AVX512
-#define DEPTHKV_SCORE_TARGET_NS score_target_avx512
-#elif DEPTHKV_HAVE_AVX2
-#define DEPTHKV_SCORE_TARGET_NS score_target_avx2
-#else
-#define DEPTHKV_SCORE_TARGET_NS score_target_generic
-#endif
-
 namespace depthkv::detail {
+DEPTHKV_BASELINE_BEGIN
 
 // One kv head's window-scoring job, validated by the public entry.
 //   queries of the GQA group: row (h, i) = q + h * q_hs + i * q_rs, h < g, i < w, head_dim d
@@ -64,53 +55,23 @@ inline void convert_row_scalar(const T* src, float* dst, std::size_t d) noexcept
 // + one converted key row [d].
 inline std::size_t window_scratch_scalar(std::size_t n, std::size_t d) noexcept { return sat_add(sat_mul(2, n), d); }
 
-// Scalar kernel: out[j] = reduce over the g heads of sum_i softmax_i(q_i . k_j * scale)[j], where
-// reduce is mean or max and the softmax of query i runs over keys j < limit[i] only.
-// Logits in float (single rounding per FMA step, like the SIMD kernels), normalisers in double.
-template <class T>
-void window_kernel_scalar(const window_job& job, const T* keys, std::ptrdiff_t k_stride, float* out,
-                          float* scratch) noexcept {
-  const std::size_t n = job.n, d = job.d;
-  float* logit = scratch;
-  float* hsum = scratch + n;
-  float* krow = scratch + 2 * n;
-  const float ninf = -std::numeric_limits<float>::infinity();
-  for (std::size_t j = 0; j < n; ++j) out[j] = job.reduce_max ? ninf : 0.f;
-  const float s = job.qscale * log2e_f;
-  for (std::size_t h = 0; h < job.g; ++h) {
-    std::fill(hsum, hsum + n, 0.f);
-    for (std::size_t i = 0; i < job.w; ++i) {
-      const float* q = job.q + static_cast<std::ptrdiff_t>(h) * job.q_hs + static_cast<std::ptrdiff_t>(i) * job.q_rs;
-      const std::size_t lim = job.limit[i];
-      if (lim == 0) continue;
-      float m = ninf;
-      for (std::size_t j = 0; j < lim; ++j) {
-        const T* kr = keys + static_cast<std::ptrdiff_t>(j) * k_stride;
-        convert_row_scalar(kr, krow, d);
-        float acc = 0.f;
-        for (std::size_t t = 0; t < d; ++t) acc = std::fma(q[t] * s, krow[t], acc);
-        logit[j] = acc;
-        m = std::max(m, acc);
-      }
-      if (!(m > ninf)) m = 0.f;  // all -inf (or NaN): contributes zeros / NaN as the data says
-      double z = 0.0;
-      for (std::size_t j = 0; j < lim; ++j) {
-        logit[j] = exp2_scalar(logit[j] - m);
-        z += logit[j];
-      }
-      const float inv = z > 0.0 ? static_cast<float>(1.0 / z) : z != z ? z_nan(z) : 0.f;
-      for (std::size_t j = 0; j < lim; ++j) hsum[j] += logit[j] * inv;
-    }
-    if (job.reduce_max) {
-      for (std::size_t j = 0; j < n; ++j) out[j] = std::max(out[j], hsum[j]);
-    } else {
-      for (std::size_t j = 0; j < n; ++j) out[j] += hsum[j];
-    }
+// Scratch layout of the SIMD kernel (floats).
+struct window_simd_plan {
+  static constexpr std::size_t super_rows = 64;  // query rows whose logits are held at once
+  static constexpr std::size_t key_block = 96;   // keys converted / streamed per block
+  static constexpr std::size_t group = 48;       // keys per softmax group (multiple of MK and V)
+  static std::size_t groups(std::size_t n) noexcept { return n / group + 2; }
+  // Saturates at SIZE_MAX instead of wrapping (window_scores rejects shapes that reach it).
+  static std::size_t floats(std::size_t n, std::size_t d, std::size_t g) noexcept {
+    std::size_t f = sat_mul(super_rows, d);                // packed queries of one super-tile
+    f = sat_add(f, sat_mul(super_rows, n));                // exponentiated logits of one super-tile
+    f = sat_add(f, sat_mul(key_block + 32, d));            // converted key block (or micro-tile) + zero-padded tail
+    f = sat_add(f, 4 * super_rows);                        // per-lane max / limits
+    f = sat_add(f, sat_mul(g, n));                         // per-head sums (max reduction)
+    f = sat_add(f, sat_mul(2 * super_rows, groups(n)));    // per group and lane: reference max, sum
+    return sat_add(f, 96);                                 // alignment slack
   }
-  if (!job.reduce_max) {
-    const float inv_g = 1.f / static_cast<float>(job.g);
-    for (std::size_t j = 0; j < n; ++j) out[j] *= inv_g;
-  }
-}
+};
 
+DEPTHKV_BASELINE_END
 }  // namespace depthkv::detail

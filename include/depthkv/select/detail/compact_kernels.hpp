@@ -9,7 +9,8 @@
 #include <cstring>
 
 #include "depthkv/config.hpp"
-#include "depthkv/select/detail/target.hpp"
+#include "depthkv/detail/target.hpp"
+#include "depthkv/isa.hpp"
 #include "depthkv/types.hpp"
 
 #if DEPTHKV_HAVE_AVX2 || DEPTHKV_HAVE_AVX512
@@ -28,15 +29,15 @@ struct row_move {
   bool stream;    // non-temporal stores (large spans; 64-byte aligned rows, see move_fixed)
 };
 
-inline namespace DEPTHKV_TARGET_NS {  // see topk_scalar.hpp: per-TU copies of portable code
 namespace scalar {
+DEPTHKV_BASELINE_BEGIN
 inline void move_rows(const row_move& m, const index_t* keep, std::size_t first, std::size_t k) noexcept {
   for (std::size_t i = first; i < k; ++i)
     std::memcpy(m.base + static_cast<std::ptrdiff_t>(i) * m.stride,
                 m.base + static_cast<std::ptrdiff_t>(keep[i]) * m.stride, m.row_bytes);
 }
+DEPTHKV_BASELINE_END
 }  // namespace scalar
-}  // namespace DEPTHKV_TARGET_NS
 
 // Rows compact_prefetch_rows ahead (out of cache: about compact_prefetch_bytes ahead) are
 // prefetched when the rows span more than compact_prefetch_span bytes (then likely not
@@ -56,61 +57,9 @@ inline constexpr std::size_t compact_prefetch_span = std::size_t{16} << 20;
 // for every later j).
 inline constexpr std::size_t compact_stream_span = std::size_t{16} << 20;
 
-#if DEPTHKV_HAVE_AVX2 || DEPTHKV_HAVE_AVX512
-// The SIMD row-move loop, shared by the ISA paths; Copy supplies copy_fixed<Bytes>(d, s) (a
-// whole row in registers) and copy_any(d, s, bytes). Instantiated only with a copier whose
-// ISA this TU is compiled for.
-template <class Copy, std::size_t Bytes, bool Prefetch, bool Stream>
-inline void move_fixed(const row_move& m, const index_t* keep, std::size_t first, std::size_t k) noexcept {
-  // Far ahead only out of cache (the streaming case): in cache it did not help (128-byte rows,
-  // 4 MiB, 50% kept: median 89% of memcpy at 32 rows ahead vs 100% at 8).
-  constexpr std::size_t far =
-      compact_prefetch_bytes / Bytes > compact_prefetch_rows ? compact_prefetch_bytes / Bytes : compact_prefetch_rows;
-  constexpr std::size_t ahead = Stream ? far : compact_prefetch_rows;
-  for (std::size_t i = first; i < k; ++i) {
-    if (Prefetch && i + ahead < k) {
-      const unsigned char* p = m.base + static_cast<std::ptrdiff_t>(keep[i + ahead]) * m.stride;
-      for (std::size_t b = 0; b < Bytes; b += 64)
-        _mm_prefetch(reinterpret_cast<const char*>(p + b), _MM_HINT_T0);
-    }
-    Copy::template copy_fixed<Bytes, Stream>(m.base + static_cast<std::ptrdiff_t>(i) * m.stride,
-                                             m.base + static_cast<std::ptrdiff_t>(keep[i]) * m.stride);
-  }
-  if (Stream) _mm_sfence();  // order the weakly ordered streaming stores before later stores
-}
-
-template <class Copy, std::size_t Bytes>
-inline void move_fixed(const row_move& m, const index_t* keep, std::size_t first, std::size_t k) noexcept {
-  if (m.stream)
-    move_fixed<Copy, Bytes, true, true>(m, keep, first, k);
-  else if (m.prefetch)
-    move_fixed<Copy, Bytes, true, false>(m, keep, first, k);
-  else
-    move_fixed<Copy, Bytes, false, false>(m, keep, first, k);
-}
-
-template <class Copy>
-inline void move_rows_simd(const row_move& m, const index_t* keep, std::size_t first,
-                           std::size_t k) noexcept {
-  switch (m.row_bytes) {
-    case 64:
-      return move_fixed<Copy, 64>(m, keep, first, k);
-    case 128:
-      return move_fixed<Copy, 128>(m, keep, first, k);
-    case 256:
-      return move_fixed<Copy, 256>(m, keep, first, k);
-    case 512:
-      return move_fixed<Copy, 512>(m, keep, first, k);
-    default:
-      for (std::size_t i = first; i < k; ++i)
-        Copy::copy_any(m.base + static_cast<std::ptrdiff_t>(i) * m.stride,
-                       m.base + static_cast<std::ptrdiff_t>(keep[i]) * m.stride, m.row_bytes);
-  }
-}
-#endif
-
 #if DEPTHKV_HAVE_AVX2
-namespace avx2 {
+namespace DEPTHKV_AVX2_NS {
+DEPTHKV_AVX2_BEGIN
 // Row copies with AVX2 registers.
 struct copier {
   // Stream: d is 32-byte aligned.
@@ -137,14 +86,19 @@ struct copier {
   }
 };
 
-inline void move_rows(const row_move& m, const index_t* keep, std::size_t first, std::size_t k) noexcept {
-  move_rows_simd<copier>(m, keep, first, k);
+#include "depthkv/select/detail/compact_simd.inl"
+DEPTHKV_AVX2_END
+}  // namespace DEPTHKV_AVX2_NS
+#if DEPTHKV_TU_ABOVE_AVX2
+namespace avx2 {  // the shared copy, defined by TUs not above this path (see detail/target.hpp)
+DEPTHKV_WEAK void move_rows(const row_move& m, const index_t* keep, std::size_t first, std::size_t k) noexcept;
 }
-}  // namespace avx2
+#endif
 #endif
 
 #if DEPTHKV_HAVE_AVX512
-namespace avx512 {
+namespace DEPTHKV_AVX512_NS {
+DEPTHKV_AVX512_BEGIN
 // Row copies with AVX512 registers.
 struct copier {
   // Stream: d is 64-byte aligned.
@@ -172,10 +126,29 @@ struct copier {
   }
 };
 
-inline void move_rows(const row_move& m, const index_t* keep, std::size_t first, std::size_t k) noexcept {
-  move_rows_simd<copier>(m, keep, first, k);
+#include "depthkv/select/detail/compact_simd.inl"
+DEPTHKV_AVX512_END
+}  // namespace DEPTHKV_AVX512_NS
+#if DEPTHKV_TU_ABOVE_AVX512
+namespace avx512 {  // the shared copy, defined by TUs not above this path (see detail/target.hpp)
+DEPTHKV_WEAK void move_rows(const row_move& m, const index_t* keep, std::size_t first, std::size_t k) noexcept;
 }
-}  // namespace avx512
 #endif
+#endif
+
+DEPTHKV_BASELINE_BEGIN
+// Moves the rows of `m` on path `path` (compiled in and supported by the CPU).
+inline void move_rows_on(isa path, const row_move& m, const index_t* keep, std::size_t first, std::size_t k) noexcept {
+  switch (path) {
+#if DEPTHKV_HAVE_AVX512
+    case isa::avx512: return (*DEPTHKV_AVX512_FN(move_rows))(m, keep, first, k);
+#endif
+#if DEPTHKV_HAVE_AVX2
+    case isa::avx2: return (*DEPTHKV_AVX2_FN(move_rows))(m, keep, first, k);
+#endif
+    default: return scalar::move_rows(m, keep, first, k);
+  }
+}
+DEPTHKV_BASELINE_END
 
 }  // namespace depthkv::detail

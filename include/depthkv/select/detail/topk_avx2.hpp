@@ -3,17 +3,25 @@
 #pragma once
 
 #include "depthkv/config.hpp"
+#include "depthkv/detail/target.hpp"
 
 #if DEPTHKV_HAVE_AVX2
 #include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
 
 #include <array>
 #include <cstddef>
 #include <cstdint>
 
 #include "depthkv/select/detail/topk_common.hpp"
+#include "depthkv/select/topk_options.hpp"
 
-namespace depthkv::detail::avx2 {
+namespace depthkv::detail::DEPTHKV_AVX2_NS {
+DEPTHKV_AVX2_BEGIN
+
+#include "depthkv/select/detail/topk_select.inl"
 
 // pack_table[m]: byte j holds the lane of the j-th set bit of m (lanes beyond popcount: 0).
 constexpr std::array<std::uint64_t, 256> make_pack_table() noexcept {
@@ -46,8 +54,6 @@ inline unsigned lowest_bits(unsigned m, std::size_t r) noexcept {
 }
 
 struct topk_kernels {
-  static constexpr isa id = isa::avx2;
-
   static filter_counts filter(const float* x, std::size_t n, float lo, float hi, bool lo_is_nan,
                               float* cand) noexcept {
     const __m256 vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi);
@@ -184,6 +190,17 @@ struct topk_kernels {
   }
 };
 
+#include "depthkv/select/detail/topk_driver.inl"
+
+DEPTHKV_AVX2_END
+}  // namespace depthkv::detail::DEPTHKV_AVX2_NS
+
+#if DEPTHKV_TU_ABOVE_AVX2
+namespace depthkv::detail::avx2 {
+// The shared copy, defined by TUs built without flags above this path (see detail/target.hpp).
+DEPTHKV_WEAK std::size_t topk_row(const float* s, std::size_t n, std::size_t k, index_t* out, const topk_options& opt,
+                                  topk_scratch& sc);
 }  // namespace depthkv::detail::avx2
+#endif
 
 #endif  // DEPTHKV_HAVE_AVX2

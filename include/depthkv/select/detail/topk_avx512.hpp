@@ -3,15 +3,23 @@
 #pragma once
 
 #include "depthkv/config.hpp"
+#include "depthkv/detail/target.hpp"
 
 #if DEPTHKV_HAVE_AVX512
 #include <immintrin.h>
 
+#include <algorithm>
+#include <cmath>
+
 #include <cstddef>
 
 #include "depthkv/select/detail/topk_common.hpp"
+#include "depthkv/select/topk_options.hpp"
 
-namespace depthkv::detail::avx512 {
+namespace depthkv::detail::DEPTHKV_AVX512_NS {
+DEPTHKV_AVX512_BEGIN
+
+#include "depthkv/select/detail/topk_select.inl"
 
 inline unsigned popcount16(__mmask16 m) noexcept { return static_cast<unsigned>(__builtin_popcount(m)); }
 
@@ -28,8 +36,6 @@ inline __mmask16 lowest_bits(__mmask16 m, std::size_t r) noexcept {
 }
 
 struct topk_kernels {
-  static constexpr isa id = isa::avx512;
-
   static filter_counts filter(const float* x, std::size_t n, float lo, float hi, bool lo_is_nan,
                               float* cand) noexcept {
     return lo_is_nan ? filter_impl<true>(x, n, lo, hi, cand) : filter_impl<false>(x, n, lo, hi, cand);
@@ -179,6 +185,17 @@ struct topk_kernels {
   }
 };
 
+#include "depthkv/select/detail/topk_driver.inl"
+
+DEPTHKV_AVX512_END
+}  // namespace depthkv::detail::DEPTHKV_AVX512_NS
+
+#if DEPTHKV_TU_ABOVE_AVX512
+namespace depthkv::detail::avx512 {
+// The shared copy, defined by TUs built without flags above this path (see detail/target.hpp).
+DEPTHKV_WEAK std::size_t topk_row(const float* s, std::size_t n, std::size_t k, index_t* out, const topk_options& opt,
+                                  topk_scratch& sc);
 }  // namespace depthkv::detail::avx512
+#endif
 
 #endif  // DEPTHKV_HAVE_AVX512

@@ -1,5 +1,6 @@
-// Shared pieces of the top-k kernels: the order-preserving float -> int32 key map and the
-// kernel-set contract.
+// Shared pieces of the top-k kernels: the order-preserving float -> int32 key map, the exact
+// small-range select, and the kernel-set contract. Plain code, compiled for the x86-64 baseline
+// (every path inlines it).
 #pragma once
 
 #include <algorithm>
@@ -10,10 +11,18 @@
 #include <limits>
 
 #include "depthkv/config.hpp"
-#include "depthkv/select/detail/target.hpp"
+#include "depthkv/detail/target.hpp"
+#include "depthkv/select/topk_options.hpp"
 #include "depthkv/types.hpp"
 
 namespace depthkv::detail {
+DEPTHKV_BASELINE_BEGIN
+
+// Floats of candidate scratch a row of n scores needs (two regions, see topk_find_threshold).
+constexpr std::size_t topk_scratch_floats(std::size_t n) noexcept { return n + 32 + n / 2 + 32; }
+
+// Below this many scores the threshold comes from the kernel's exact select on all keys.
+inline constexpr std::size_t topk_exact_below = 2048;
 
 // Ranking key: a signed int32 whose order is the ranking order of scores. Numbers map
 // monotonically (-0.0 and +0.0 to the same key 0, so they compare as values do: equal);
@@ -76,35 +85,6 @@ inline std::int32_t select_pivot(const std::int32_t* keys, std::size_t len, std:
   return v[2];
 }
 
-// Quickselect of the rank-th largest of keys[0..len) with a three-way partition; tmp has room
-// for len keys. Partition(src, len, p, dst, ngt, nlt) is the ISA part: it writes the keys > p to
-// dst[0..ngt) and compacts the keys < p in place to src[0..nlt); keys == p are only counted.
-template <class Partition>
-inline topk_threshold quickselect3(std::int32_t* keys, std::size_t len, std::size_t rank, std::int32_t* tmp,
-                                   Partition&& partition) noexcept {
-  std::int32_t* src = keys;
-  std::int32_t* dst = tmp;
-  std::size_t above = 0;
-  std::uint32_t h = 0x2545f491u;
-  for (int depth = 0;; ++depth) {
-    if (len <= 64 || depth > 40) return select_nth(src, len, rank, above);  // depth cap, as introselect
-    const std::int32_t p = select_pivot(src, len, h);
-    std::size_t ngt = 0, nlt = 0;
-    partition(src, len, p, dst, ngt, nlt);
-    const std::size_t neq = len - ngt - nlt;
-    if (rank <= ngt) {
-      len = ngt;
-      std::swap(src, dst);
-    } else if (rank <= ngt + neq) {
-      return {p, above + ngt, neq};
-    } else {
-      rank -= ngt + neq;
-      above += ngt + neq;
-      len = nlt;
-    }
-  }
-}
-
 // Result of a filter pass: how many scores lie above the bracket, how many inside it.
 struct filter_counts {
   std::size_t above = 0;
@@ -128,4 +108,17 @@ struct filter_counts {
 //     Writes base + i, ascending, for every x[i] with key > key(t) and for the first `ties`
 //     of the `tie_total` ones with key == key(t); exactly `count` indices, into out[0..count).
 
+// Sample of `s` keys (a multiple of 8) from x[0..len): runs of 8 consecutive scores (one cache
+// line holds two) at evenly spread, hash-jittered offsets. Pre: len >= 2 * s.
+inline void topk_sample(const float* x, std::size_t len, std::size_t s, std::int32_t* keys) noexcept {
+  const std::size_t groups = s / 8, span_len = len / groups;
+  std::uint32_t h = 0x9e3779b9u;
+  for (std::size_t g = 0; g < groups; ++g) {
+    h = h * 1664525u + 1013904223u;
+    const std::size_t start = g * span_len + (h >> 8) % (span_len - 7);
+    for (std::size_t j = 0; j < 8; ++j) keys[g * 8 + j] = float_key(x[start + j]);
+  }
+}
+
+DEPTHKV_BASELINE_END
 }  // namespace depthkv::detail

@@ -1,19 +1,20 @@
-// Portable top-k kernels (filter and emit passes); the reference every SIMD path must match.
+// Portable top-k kernels (filter and emit passes) and their driver: the reference every SIMD
+// path must match. Compiled for the x86-64 baseline in every TU (the same code whatever the
+// TU's -m flags); plain C++ that compilers vectorise at the baseline ISA.
 #pragma once
 
+#include <algorithm>
+#include <cmath>
 #include <cstddef>
+#include <cstdint>
 
 #include "depthkv/select/detail/topk_common.hpp"
+#include "depthkv/select/topk_options.hpp"
 
-namespace depthkv::detail {
-// Inside the per-ISA inline namespace: the compiler may auto-vectorize this "scalar" code
-// differently per TU, so each TU's copy gets its own symbols.
-inline namespace DEPTHKV_TARGET_NS {
-namespace scalar {
+namespace depthkv::detail::scalar {
+DEPTHKV_BASELINE_BEGIN
 
 struct topk_kernels {
-  static constexpr isa id = isa::scalar;
-
   static filter_counts filter(const float* x, std::size_t n, float lo, float hi, bool lo_is_nan,
                               float* cand) noexcept {
     std::size_t above = 0, c = 0;
@@ -66,6 +67,7 @@ struct topk_kernels {
   }
 };
 
-}  // namespace scalar
-}  // inline namespace DEPTHKV_TARGET_NS
-}  // namespace depthkv::detail
+#include "depthkv/select/detail/topk_driver.inl"
+
+DEPTHKV_BASELINE_END
+}  // namespace depthkv::detail::scalar

@@ -1,5 +1,6 @@
-// The SIMD window-scoring kernel, written once over a vector-traits type VT (one per ISA, in
-// an ISA-named namespace, so each instantiation is a distinct symbol).
+// The SIMD window-scoring kernel, written once over a vector-traits type VT (internal; no include
+// guard): included by each SIMD path inside its namespace and target region, after its
+// `window_vt`, so that the kernel is compiled for the path's instruction set.
 //
 // Structure (per kv head): the g*w query rows of the GQA group are cut into tiles of V, 2V or
 // (AVX-512, when more than 3V rows are left) 4V rows (one lane per query row). For each tile, the
@@ -16,37 +17,6 @@
 // in L1, and its per-lane sum S_g recorded. At the end Z = sum_g S_g 2^(M_g - M) (double) and a
 // single pass adds sum_lane E[j][lane] 2^(M_g - M) / Z to each key's score, 16 (8) keys at a time
 // through a transposing reduction.
-#pragma once
-
-#include <algorithm>
-#include <cstddef>
-#include <cstdint>
-#include <cstring>
-#include <limits>
-#include <type_traits>
-
-#include "depthkv/detail/checked.hpp"
-#include "depthkv/score/detail/window_common.hpp"
-
-namespace depthkv::detail {
-
-// Scratch layout of the SIMD kernel (floats).
-struct window_simd_plan {
-  static constexpr std::size_t super_rows = 64;  // query rows whose logits are held at once
-  static constexpr std::size_t key_block = 96;   // keys converted / streamed per block
-  static constexpr std::size_t group = 48;       // keys per softmax group (multiple of MK and V)
-  static std::size_t groups(std::size_t n) noexcept { return n / group + 2; }
-  // Saturates at SIZE_MAX instead of wrapping (window_scores rejects shapes that reach it).
-  static std::size_t floats(std::size_t n, std::size_t d, std::size_t g) noexcept {
-    std::size_t f = sat_mul(super_rows, d);                // packed queries of one super-tile
-    f = sat_add(f, sat_mul(super_rows, n));                // exponentiated logits of one super-tile
-    f = sat_add(f, sat_mul(key_block + 32, d));            // converted key block (or micro-tile) + zero-padded tail
-    f = sat_add(f, 4 * super_rows);                        // per-lane max / limits
-    f = sat_add(f, sat_mul(g, n));                         // per-head sums (max reduction)
-    f = sat_add(f, sat_mul(2 * super_rows, groups(n)));    // per group and lane: reference max, sum
-    return sat_add(f, 96);                                 // alignment slack
-  }
-};
 
 template <class VT>
 struct window_simd {
@@ -468,4 +438,3 @@ struct window_simd {
   }
 };
 
-}  // namespace depthkv::detail
