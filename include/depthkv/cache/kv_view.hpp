@@ -8,10 +8,12 @@
 #include "depthkv/cache/layout.hpp"
 #include "depthkv/config.hpp"
 #include "depthkv/detail/checked.hpp"
+#include "depthkv/detail/target.hpp"
 #include "depthkv/error.hpp"
 #include "depthkv/types.hpp"
 
 namespace depthkv {
+DEPTHKV_BASELINE_BEGIN  // the same machine code in every TU (detail/target.hpp)
 
 // Rows of one head: row t is `dim` dense elements at data + t * stride. Non-owning.
 // T may be const. Kernels (score, compact) work on this; it is valid for any layout.
@@ -196,4 +198,5 @@ class kv_view {
   kv_strides strides_{};
 };
 
+DEPTHKV_BASELINE_END
 }  // namespace depthkv

@@ -3,9 +3,11 @@
 
 #include <cstddef>
 
+#include "depthkv/detail/target.hpp"
 #include "depthkv/error.hpp"
 
 namespace depthkv {
+DEPTHKV_BASELINE_BEGIN  // the same machine code in every TU (detail/target.hpp)
 
 // How an engine lays out one layer's K (or V):
 //   nhd: [token][kv_head][head_dim]  (llama.cpp-like; token slots shared across heads)
@@ -40,4 +42,5 @@ constexpr kv_strides dense_strides(layout l, const kv_shape& s, std::size_t toke
   return {static_cast<std::ptrdiff_t>(token_capacity) * d, d};
 }
 
+DEPTHKV_BASELINE_END
 }  // namespace depthkv

@@ -8,9 +8,11 @@
 #include <limits>
 #include <utility>
 
+#include "depthkv/detail/target.hpp"
 #include "depthkv/error.hpp"
 
 namespace depthkv::detail {
+DEPTHKV_BASELINE_BEGIN
 
 inline constexpr std::size_t size_max = std::numeric_limits<std::size_t>::max();
 inline constexpr std::size_t ptrdiff_max = static_cast<std::size_t>(std::numeric_limits<std::ptrdiff_t>::max());
@@ -78,4 +80,5 @@ inline std::size_t clamp_to_count(double x, std::size_t max) noexcept {
   return v < max ? v : max;
 }
 
+DEPTHKV_BASELINE_END
 }  // namespace depthkv::detail

@@ -12,6 +12,7 @@
 #include "depthkv/cache/kv_view.hpp"
 #include "depthkv/config.hpp"
 #include "depthkv/error.hpp"
+#include "depthkv/detail/grow_buffer.hpp"
 #include "depthkv/detail/target.hpp"
 #include "depthkv/isa.hpp"
 #include "depthkv/score/detail/window_avx2.hpp"
@@ -94,20 +95,19 @@ class window_scratch {
  public:
   // Grows the scratch to fit a head of n tokens, head_dim d, g query heads per kv head, w queries.
   void reserve(std::size_t n, std::size_t d, std::size_t g, std::size_t w) {
-    const std::size_t f = std::max(detail::window_simd_plan::floats(n, d, g), detail::window_scratch_scalar(n, d));
-    if (buf_.size() < f) buf_.resize(f);
-    if (limit_.size() < w) limit_.resize(w);
+    buf_.reserve(std::max(detail::window_simd_plan::floats(n, d, g), detail::window_scratch_scalar(n, d)));
+    limit_.reserve(w);
   }
   std::size_t bytes_reserved() const noexcept {
-    return buf_.capacity() * sizeof(float) + limit_.capacity() * sizeof(std::size_t);
+    return buf_.size() * sizeof(float) + limit_.size() * sizeof(std::size_t);
   }
   // Raw storage for the kernels (valid after reserve).
   float* floats() noexcept { return buf_.data(); }
   std::size_t* limits() noexcept { return limit_.data(); }
 
  private:
-  std::vector<float> buf_;
-  std::vector<std::size_t> limit_;
+  detail::grow_buffer<float> buf_;
+  detail::grow_buffer<std::size_t> limit_;
 };
 
 namespace detail {

@@ -3,9 +3,12 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <memory>
+
+#include "depthkv/detail/grow_buffer.hpp"
+#include "depthkv/detail/target.hpp"
 
 namespace depthkv {
+DEPTHKV_BASELINE_BEGIN  // the same machine code in every TU (detail/target.hpp)
 
 // Positions that are always kept and count toward k: the first n_sink and the last n_recent.
 struct topk_options {
@@ -22,33 +25,25 @@ class topk_scratch {
 
   // Grows the buffers so that rows of up to n scores need no allocation (14 bytes per score).
   void reserve(std::size_t n) {
-    grow(cand_, n + 32 + n / 2 + 32);
-    grow(keys_, n + 16);
-    grow(keys2_, n + 16);
+    cand_.reserve(n + 32 + n / 2 + 32);
+    keys_.reserve(n + 16);
+    keys2_.reserve(n + 16);
   }
 
   // Internal (used by the kernels): a candidate buffer of >= n floats, two key buffers of >= n.
   // Contents are unspecified (never zero-filled: growing costs an allocation, not a pass).
-  float* candidates(std::size_t n) { return grow(cand_, n); }
-  std::int32_t* keys(std::size_t n) { return grow(keys_, n); }
-  std::int32_t* keys2(std::size_t n) { return grow(keys2_, n); }
+  float* candidates(std::size_t n) { return cand_.reserve(n); }
+  std::int32_t* keys(std::size_t n) { return keys_.reserve(n); }
+  std::int32_t* keys2(std::size_t n) { return keys2_.reserve(n); }
+  // Bytes held.
+  std::size_t bytes_reserved() const noexcept {
+    return cand_.size() * sizeof(float) + (keys_.size() + keys2_.size()) * sizeof(std::int32_t);
+  }
 
  private:
-  template <class T>
-  struct buffer {
-    std::unique_ptr<T[]> data;
-    std::size_t size = 0;
-  };
-  template <class T>
-  static T* grow(buffer<T>& b, std::size_t n) {
-    if (b.size < n) {
-      b.data.reset(new T[n]);  // default-initialized: no fill
-      b.size = n;
-    }
-    return b.data.get();
-  }
-  buffer<float> cand_;
-  buffer<std::int32_t> keys_, keys2_;
+  detail::grow_buffer<float> cand_;
+  detail::grow_buffer<std::int32_t> keys_, keys2_;
 };
 
+DEPTHKV_BASELINE_END
 }  // namespace depthkv

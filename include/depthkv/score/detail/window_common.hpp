@@ -51,9 +51,13 @@ inline void convert_row_scalar(const T* src, float* dst, std::size_t d) noexcept
   for (std::size_t i = 0; i < d; ++i) dst[i] = static_cast<float>(src[i]);
 }
 
-// Floats of scratch the scalar kernel needs: logits of one query row [n] + one head's sums [n]
-// + one converted key row [d].
-inline std::size_t window_scratch_scalar(std::size_t n, std::size_t d) noexcept { return sat_add(sat_mul(2, n), d); }
+// Floats of scratch the scalar kernel needs (scalar::window_scalar_plan::floats, SR = 64 rows,
+// KB = 48 keys, MK = 4): packed queries [SR][d] + key block [KB][d] + tail pad [MK][d],
+// exponentiated logits [SR][n] + one head's sums [n], per block and lane M_b, S_b
+// [2][SR][n / KB + 2], alignment slack.
+inline std::size_t window_scratch_scalar(std::size_t n, std::size_t d) noexcept {
+  return sat_add(sat_add(sat_mul(116, d), sat_mul(65, n)), sat_add(sat_mul(128, n / 48 + 2), 128));
+}
 
 // Scratch layout of the SIMD kernel (floats).
 struct window_simd_plan {
