@@ -5,112 +5,75 @@
 //            [--min M] [--beta B] [--exponent P] [--sweep]
 // Defaults: --ratio 0.2 --tokens 384 --min 36 (4 sink + 32 window) --beta 20 --exponent 1.
 // --sweep additionally prints the predicted loss of each allocator over a range of keep ratios.
+// The command line: examples/cli/allocate_args.cpp (`allocate --help`); bad arguments, a missing
+// or malformed profile, and a budget that does not fit the lengths exit with status 2.
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <exception>
-#include <iostream>
-#include <sstream>
 #include <string>
 #include <vector>
 
+#include "cli/args.hpp"
 #include "depthkv/budget/allocate.hpp"
 #include "depthkv/budget/profile.hpp"
 
 namespace {
 
-[[noreturn]] void usage(const char* msg) {
-  std::fprintf(stderr,
-               "error: %s\n"
-               "usage: allocate PROFILE.csv [--ratio R | --budget N] [--tokens N | --lengths a,b,...]\n"
-               "                [--min M] [--beta B] [--exponent P] [--sweep]\n",
-               msg);
-  std::exit(2);
-}
-
-double to_double(const std::string& s, const char* what) {
-  try {
-    std::size_t pos = 0;
-    const double v = std::stod(s, &pos);
-    if (pos == s.size()) return v;
-  } catch (const std::exception&) {
-  }
-  usage((std::string("bad number for ") + what + ": '" + s + "'").c_str());
-}
-
-std::size_t to_size(const std::string& s, const char* what) {
-  try {
-    std::size_t pos = 0;
-    if (!s.empty() && s[0] != '-') {
-      const unsigned long long v = std::stoull(s, &pos);
-      if (pos == s.size()) return static_cast<std::size_t>(v);
-    }
-  } catch (const std::exception&) {
-  }
-  usage((std::string("bad count for ") + what + ": '" + s + "'").c_str());
-}
+// Input errors (the profile named, a budget that does not fit it): status 2, naming the flag.
+[[noreturn]] void input_error(const std::string& msg) { dcli::exit_input_error("allocate", msg); }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   using namespace depthkv;
-  std::string path;
-  double ratio = 0.2;
-  bool have_budget = false;
-  std::size_t budget = 0, tokens = 384, minimum = 36;
-  std::vector<std::size_t> lengths;
+  const dcli::allocate_options o = dcli::parse_or_exit("allocate", dcli::parse_allocate_args, argc, argv);
+  const std::string& path = o.profile;
+  const std::size_t minimum = o.minimum;
+  std::vector<std::size_t> lengths = o.lengths;
   allocator_params params;
-  bool sweep = false;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto value = [&](const char* name) -> std::string {
-      if (i + 1 >= argc) usage((std::string(name) + " needs a value").c_str());
-      return argv[++i];
-    };
-    if (a == "--ratio") {
-      ratio = to_double(value("--ratio"), "--ratio");
-      have_budget = false;
-    } else if (a == "--budget") {
-      budget = to_size(value("--budget"), "--budget");
-      have_budget = true;
-    } else if (a == "--tokens") {
-      tokens = to_size(value("--tokens"), "--tokens");
-    } else if (a == "--lengths") {
-      std::stringstream ss(value("--lengths"));
-      std::string item;
-      lengths.clear();
-      while (std::getline(ss, item, ',')) lengths.push_back(to_size(item, "--lengths"));
-    } else if (a == "--min") {
-      minimum = to_size(value("--min"), "--min");
-    } else if (a == "--beta") {
-      params.pyramid_beta = to_double(value("--beta"), "--beta");
-    } else if (a == "--exponent") {
-      params.proportional.exponent = to_double(value("--exponent"), "--exponent");
-    } else if (a == "--sweep") {
-      sweep = true;
-    } else if (a == "-h" || a == "--help") {
-      usage("help requested");
-    } else if (!a.empty() && a[0] == '-') {
-      usage(("unknown option " + a).c_str());
-    } else if (path.empty()) {
-      path = a;
-    } else {
-      usage("more than one profile given");
-    }
+  params.pyramid_beta = o.beta;
+  params.proportional.exponent = o.exponent;
+  try {
+    dcli::check_input_file("PROFILE.csv", path);
+  } catch (const dcli::cli_error& e) {
+    input_error(e.what());
   }
-  if (path.empty()) usage("no profile given");
 
   try {
-    const sensitivity_profile prof = load_profile(path);
+    sensitivity_profile prof;
+    try {
+      prof = load_profile(path);
+    } catch (const error& e) {
+      input_error(std::string("PROFILE.csv: ") + e.what());
+    }
     const std::size_t L = prof.n_layers();
-    if (lengths.empty()) lengths.assign(L, tokens);
+    if (lengths.empty()) lengths.assign(L, o.tokens);
     if (lengths.size() != L)
-      usage(("--lengths has " + std::to_string(lengths.size()) + " entries, the profile has " + std::to_string(L) +
-             " layers")
-                .c_str());
+      input_error("--lengths has " + std::to_string(lengths.size()) + " entries, the profile has " +
+                  std::to_string(L) + " layers");
     allocation_request req;
     req.lengths = lengths;
     req.minimums = {minimum};
-    req.budget = have_budget ? global_budget::tokens(budget) : global_budget::ratio(ratio);
+    req.budget = o.have_budget ? global_budget::tokens(o.budget) : global_budget::ratio(o.ratio);
+    // The budget must fit the lengths: at least the per-layer minimums, at most the total.
+    std::size_t total = 0, floor_sum = 0;
+    for (const auto n : lengths) {
+      total += n;
+      floor_sum += std::min(n, minimum);
+    }
+    const std::size_t want =
+        o.have_budget ? o.budget : static_cast<std::size_t>(std::floor(o.ratio * static_cast<double>(total) + 0.5));
+    char ratio_text[32];
+    std::snprintf(ratio_text, sizeof ratio_text, "%g", o.ratio);
+    const std::string what = o.have_budget ? "--budget " + std::to_string(o.budget)
+                                           : "--ratio " + std::string(ratio_text) + " (" + std::to_string(want) +
+                                                 " tokens)";
+    if (want > total)
+      input_error(what + " exceeds the total length of " + std::to_string(total) + " tokens");
+    if (want < floor_sum)
+      input_error(what + " is below the per-layer minimums (--min " + std::to_string(minimum) + " over " +
+                  std::to_string(L) + " layers: " + std::to_string(floor_sum) + " tokens)");
     const auto r = resolve(req);
 
     std::printf("profile: %s (%zu layers, metric %s, policy %s, %llu calibration tokens)\n",
@@ -142,7 +105,7 @@ int main(int argc, char** argv) {
     for (const auto& c : counts) std::printf(" %13.6g", predicted_loss(prof, lengths, c));
     std::printf("\n(pred. loss = sum over layers of the profile's delta at the layer's keep ratio)\n");
 
-    if (sweep) {
+    if (o.sweep) {
       std::printf("\npredicted loss by global keep ratio\n%14s", "keep ratio");
       for (const auto name : allocator_names) std::printf(" %13.*s", int(name.size()), name.data());
       std::printf("\n");

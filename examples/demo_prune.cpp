@@ -3,11 +3,14 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <iterator>
 #include <random>
 #include <string>
 #include <vector>
 
 #include <depthkv/depthkv.hpp>
+
+#include "cli/args.hpp"
 
 namespace {
 
@@ -17,11 +20,13 @@ double mib(std::size_t bytes) { return static_cast<double>(bytes) / (1024.0 * 10
 
 int main(int argc, char** argv) {
   using namespace depthkv;
+  // demo_prune [TOKENS]: tokens per head (examples/cli/demo_prune_args.cpp; bad values exit 2).
+  const dcli::demo_prune_options opt = dcli::parse_or_exit("demo_prune", dcli::parse_demo_prune_args, argc, argv);
   const std::size_t n_layers = 8, n_kv_heads = 4, head_dim = 64;
-  const std::size_t n_tokens = argc > 1 ? std::strtoul(argv[1], nullptr, 10) : 4096;
+  const std::size_t n_tokens = opt.tokens;
   // Per-layer keep ratios averaging 0.25, as a sensitivity-aware allocator might give them.
-  const std::vector<double> keep_ratio{0.40, 0.15, 0.10, 0.10, 0.15, 0.20, 0.30, 0.60};
-  const topk_options protect{4, 32};  // attention sinks + recent window
+  const std::vector<double> keep_ratio(std::begin(dcli::demo_prune_keep_ratios), std::end(dcli::demo_prune_keep_ratios));
+  const topk_options protect{dcli::demo_prune_sink, dcli::demo_prune_recent};  // attention sinks + recent window
 
   kv_cache<f16> cache(n_layers, n_kv_heads, head_dim, n_tokens);
   std::mt19937 rng(42);

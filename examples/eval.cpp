@@ -17,9 +17,14 @@
 //   eval --policies snapkv --budgets 0.1,0.2,0.4,0.6 --profile-dir models/recall-6l
 //   eval --model m.gguf --calib c.txt --test t.txt --out out/mine
 //
-// Data files: one sequence per line, `context<TAB>continuation` (text, or token ids separated
-// by spaces when the line holds only digits and whitespace); a line without a TAB is split so
-// that its last --cont tokens are the continuation. Text gets BOS + tokens of the context.
+// Data files (minillama/eval_data.hpp): one sequence per line, `context<TAB>continuation` (text,
+// or token ids separated by blanks when every field of the line starts with a digit); a line
+// without a TAB is split so that its last --cont tokens are the continuation. Text gets BOS +
+// tokens of the context.
+//
+// The command line (examples/cli/eval_args.cpp, `eval --help`): bad arguments, bad files, and
+// options that do not fit the data (protected rows, budgets, window against the shortest
+// context) exit with status 2 before anything runs; a failure while running exits with 1.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -35,10 +40,12 @@
 #include <unistd.h>
 #include <vector>
 
+#include "cli/args.hpp"
 #include "depthkv/budget/allocate.hpp"
 #include "depthkv/budget/profile.hpp"
 #include "depthkv/budget/profiler.hpp"
 #include "minillama/eval.hpp"
+#include "minillama/eval_data.hpp"
 #include "minillama/loaders.hpp"
 #include "minillama/policy_prune.hpp"
 #include "minillama/session.hpp"
@@ -47,73 +54,18 @@
 namespace {
 
 using clock_type = std::chrono::steady_clock;
+using minillama::eval_data::sample;
 
 double seconds_since(clock_type::time_point t0) {
   return std::chrono::duration<double>(clock_type::now() - t0).count();
 }
 
-void usage() {
-  std::fprintf(
-      stderr,
-      "usage: eval [options]\n"
-      "  --model PATH        llama2.c checkpoint or GGUF (default models/recall-6l/model.bin)\n"
-      "  --tokenizer PATH    llama2.c tokenizer (default: tokenizer.bin next to a llama2.c model)\n"
-      "  --dummy-prefix      sentencepiece-style leading space when encoding text (off: char vocabularies)\n"
-      "  --random-model SPEC random weights instead of a file, byte vocabulary; SPEC = comma list of\n"
-      "                      dim=,hidden=,layers=,heads=,kv=,seed= (for tests)\n"
-      "  --calib PATH        calibration set (default models/recall-6l/calib.txt)\n"
-      "  --test PATH         test set (default models/recall-6l/test.txt)\n"
-      "  --max-seqs N        use the first N sequences of each set (0 = all)\n"
-      "  --max-context N     keep BOS + the last N-1 context tokens (0 = all)\n"
-      "  --cont N            continuation length of lines without a TAB (default 32)\n"
-      "  --policies LIST     snapkv,h2o,tova,knorm,streaming,random (default all)\n"
-      "  --allocators LIST   uniform,pyramid,proportional,curve[,cake,squeeze] (default the first four;\n"
-      "                      cake/squeeze = proportional on the CAKE / SqueezeAttention proxy profile)\n"
-      "  --budgets LIST      global keep ratios (default 0.1,0.2,...,0.9)\n"
-      "  --ratios LIST       keep ratios of the ablation profile (default 0.05,0.1,0.15,0.2,0.3,0.4,0.6,0.8)\n"
-      "  --sink N --recent N protected first / last rows per head (default 4, 16); the per-layer\n"
-      "                      minimum is sink + recent\n"
-      "  --window N          observation window (snapkv) (default 16)\n"
-      "  --exponent X        proportional allocator's exponent (default 1)\n"
-      "  --beta X            pyramid allocator's beta (default 20)\n"
-      "  --profile-dir DIR   where profile_<policy>.csv, profile_cake.csv, profile_squeeze.csv are read\n"
-      "                      if present, else measured and written (default: the --out directory)\n"
-      "  --profile PATH      one ablation profile for every policy (read if present, else measured\n"
-      "                      with the first policy and written)\n"
-      "  --seed S            seed of the random policy (default 1)\n"
-      "  --out DIR           results.csv, allocations.csv, profiles (default out/eval)\n"
-      "  --check             verify invariants (allocation sums, KV bytes, KL = 0 at keep 1); exit 1 if broken\n"
-      "  --quiet             no progress bar\n"
-      "Data: one sequence per line, context<TAB>continuation, as text (tokenized; BOS prepended) or as\n"
-      "token ids separated by spaces (used as given). Retrieval queries ?K123; in the continuation are\n"
-      "scored when a tokenizer is known. A profile whose model field names another model (content\n"
-      "hash) is not used: a fresh one is measured into --out.\n");
-}
+// Input errors (the files named, options that do not fit the data): status 2, naming the flag.
+[[noreturn]] void input_error(const std::string& msg) { dcli::exit_input_error("eval", msg); }
 
 [[noreturn]] void die(const std::string& msg) {
   std::fprintf(stderr, "eval: %s\n", msg.c_str());
   std::exit(2);
-}
-
-std::vector<std::string> split(const std::string& s, char sep) {
-  std::vector<std::string> out;
-  std::string cur;
-  std::istringstream in(s);
-  while (std::getline(in, cur, sep))
-    if (!cur.empty()) out.push_back(cur);
-  return out;
-}
-
-std::vector<double> parse_doubles(const std::string& s, const std::string& what) {
-  std::vector<double> v;
-  for (const auto& t : split(s, ',')) {
-    char* end = nullptr;
-    const double x = std::strtod(t.c_str(), &end);
-    if (end == t.c_str() || *end != '\0' || !std::isfinite(x)) die(what + ": not a number: '" + t + "'");
-    v.push_back(x);
-  }
-  if (v.empty()) die(what + " is empty");
-  return v;
 }
 
 bool file_exists(const std::string& p) {
@@ -179,125 +131,6 @@ class progress_bar {
   clock_type::time_point t0_, last_;
   int printed_ = -1;
 };
-
-// One evaluation sequence: tokens = context (with BOS) + continuation.
-struct sample {
-  std::vector<int> tokens;
-  std::size_t prefix = 0;  // context length (tokens[0, prefix) are prefilled)
-  // Per query: continuation-relative indices of the answer tokens.
-  std::vector<std::vector<std::size_t>> answers;
-};
-
-bool only_ids(const std::string& s) {
-  bool digit = false;
-  for (char c : s) {
-    if (c >= '0' && c <= '9') digit = true;
-    else if (c != ' ' && c != '\t' && c != '\r') return false;
-  }
-  return digit;
-}
-
-std::vector<int> parse_ids(const std::string& s, const std::string& where) {
-  std::vector<int> v;
-  std::istringstream in(s);
-  long x;
-  while (in >> x) {
-    if (x < 0 || x > 1 << 30) die(where + ": bad token id " + std::to_string(x));
-    v.push_back(static_cast<int>(x));
-  }
-  return v;
-}
-
-// Queries "?" [A-Z]+ [0-9]+ ";" in the decoded continuation -> token indices of the digits.
-std::vector<std::vector<std::size_t>> find_answers(const minillama::tokenizer& tok, int prev,
-                                                   const std::vector<int>& cont) {
-  std::string text;
-  std::vector<std::size_t> owner;  // char -> token
-  for (std::size_t j = 0; j < cont.size(); ++j) {
-    const std::string piece = tok.decode(j == 0 ? prev : cont[j - 1], cont[j]);
-    text += piece;
-    owner.insert(owner.end(), piece.size(), j);
-  }
-  std::vector<std::vector<std::size_t>> out;
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    if (text[i] != '?') continue;
-    std::size_t k = i + 1;
-    while (k < text.size() && text[k] >= 'A' && text[k] <= 'Z') ++k;
-    if (k == i + 1) continue;
-    const std::size_t d0 = k;
-    while (k < text.size() && text[k] >= '0' && text[k] <= '9') ++k;
-    if (k == d0 || k >= text.size() || text[k] != ';') continue;
-    std::vector<std::size_t> toks;
-    for (std::size_t c = d0; c < k; ++c)
-      if (toks.empty() || toks.back() != owner[c]) toks.push_back(owner[c]);
-    out.push_back(std::move(toks));
-    i = k;
-  }
-  return out;
-}
-
-std::vector<sample> read_set(const std::string& path, const minillama::tokenizer* tok, int vocab, bool dummy_prefix,
-                             std::size_t max_seqs, std::size_t max_context, std::size_t cont_len) {
-  std::ifstream f(path);
-  if (!f) die("cannot open data file '" + path + "'");
-  std::vector<sample> out;
-  std::string line;
-  std::size_t lineno = 0;
-  while (std::getline(f, line)) {
-    ++lineno;
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (line.empty()) continue;
-    if (max_seqs && out.size() >= max_seqs) break;
-    const std::string where = path + ":" + std::to_string(lineno);
-    const auto tab = line.find('\t');
-    std::vector<int> ctx, cont;
-    if (only_ids(line)) {
-      if (tab == std::string::npos) {
-        ctx = parse_ids(line, where);
-      } else {
-        ctx = parse_ids(line.substr(0, tab), where);
-        cont = parse_ids(line.substr(tab + 1), where);
-      }
-    } else {
-      if (!tok) die(where + ": text data needs a tokenizer (--tokenizer), or write token ids");
-      // Character vocabularies must not get a dummy-prefix space in the middle of a sequence.
-      if (tab == std::string::npos) {
-        ctx = tok->encode(line, true);
-      } else {
-        ctx = tok->encode(line.substr(0, tab), true);
-        const std::string c = line.substr(tab + 1);
-        cont = tok->encode(c, false);
-        if (dummy_prefix && !cont.empty() && !c.empty() && c[0] != ' ') {
-          // sentencepiece put a space before the continuation; drop it (it was not in the line).
-          const std::string first = tok->decode(ctx.empty() ? 1 : ctx.back(), cont[0]);
-          if (first == " ") cont.erase(cont.begin());
-        }
-      }
-    }
-    if (tab == std::string::npos) {
-      if (ctx.size() < cont_len + 2) die(where + ": line too short for --cont " + std::to_string(cont_len));
-      cont.assign(ctx.end() - static_cast<std::ptrdiff_t>(cont_len), ctx.end());
-      ctx.resize(ctx.size() - cont_len);
-    }
-    if (max_context && ctx.size() > max_context) {
-      std::vector<int> t{ctx[0]};
-      t.insert(t.end(), ctx.end() - static_cast<std::ptrdiff_t>(max_context - 1), ctx.end());
-      ctx = std::move(t);
-    }
-    if (ctx.size() < 2 || cont.size() < 2) die(where + ": need >= 2 context and >= 2 continuation tokens");
-    sample s;
-    s.prefix = ctx.size();
-    s.tokens = ctx;
-    s.tokens.insert(s.tokens.end(), cont.begin(), cont.end());
-    for (int id : s.tokens)
-      if (id < 0 || id >= vocab)
-        die(where + ": token id " + std::to_string(id) + " outside the vocabulary (" + std::to_string(vocab) + ")");
-    if (tok) s.answers = find_answers(*tok, ctx.back(), cont);
-    out.push_back(std::move(s));
-  }
-  if (out.empty()) die("no sequences in '" + path + "'");
-  return out;
-}
 
 // 95% normal-approximation interval of the mean over sequences (NaNs skipped).
 struct interval {
@@ -386,46 +219,17 @@ struct cell {
   std::string note;                 // why the cell was skipped
 };
 
-struct options {
-  std::string model = "models/recall-6l/model.bin", tokenizer, random_spec;
-  std::string calib = "models/recall-6l/calib.txt", test = "models/recall-6l/test.txt";
-  std::string out = "out/eval", profile_dir, profile;
-  bool dummy_prefix = false, check = false, quiet = false;
-  std::size_t max_seqs = 0, max_context = 0, cont = 32;
-  std::vector<std::string> policies{"snapkv", "h2o", "tova", "knorm", "streaming", "random"};
-  std::vector<std::string> allocators{"uniform", "pyramid", "proportional", "curve"};
-  std::vector<double> budgets{0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9};
-  std::vector<double> ratios{0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6, 0.8};
-  std::size_t sink = 4, recent = 16, window = 16;
-  double exponent = 1.0, beta = 20.0;
-  std::uint64_t seed = 1;
-};
-
-minillama::model random_model(const std::string& spec, std::size_t vocab) {
+minillama::model random_model(const dcli::random_model_spec& r, std::size_t vocab) {
   minillama::config c;
-  c.dim = 32;
-  c.hidden_dim = 64;
-  c.n_layers = 3;
-  c.n_heads = 4;
-  c.n_kv_heads = 2;
+  c.dim = r.dim;
+  c.hidden_dim = r.hidden;
+  c.n_layers = r.layers;
+  c.n_heads = r.heads;
+  c.n_kv_heads = r.kv;
   c.vocab_size = static_cast<int>(vocab);
   c.seq_len = 1024;
-  std::uint64_t seed = 7;
-  for (const auto& kv : split(spec, ',')) {
-    const auto eq = kv.find('=');
-    if (eq == std::string::npos) die("--random-model: expected key=value, got '" + kv + "'");
-    const std::string k = kv.substr(0, eq);
-    const long v = std::strtol(kv.c_str() + eq + 1, nullptr, 10);
-    if (k == "dim") c.dim = static_cast<int>(v);
-    else if (k == "hidden") c.hidden_dim = static_cast<int>(v);
-    else if (k == "layers") c.n_layers = static_cast<int>(v);
-    else if (k == "heads") c.n_heads = static_cast<int>(v);
-    else if (k == "kv") c.n_kv_heads = static_cast<int>(v);
-    else if (k == "seed") seed = static_cast<std::uint64_t>(v);
-    else die("--random-model: unknown key '" + k + "'");
-  }
   c.validate("--random-model");
-  return minillama::make_random_model(c, seed);
+  return minillama::make_random_model(c, r.seed);
 }
 
 std::string fmt(double x, const char* f = "%.6g") {
@@ -438,56 +242,7 @@ std::string fmt(double x, const char* f = "%.6g") {
 }  // namespace
 
 int main(int argc, char** argv) {
-  options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto next = [&]() -> std::string {
-      if (i + 1 >= argc) die(a + " needs a value");
-      return argv[++i];
-    };
-    auto count = [&]() -> std::size_t {
-      const std::string v = next();
-      char* end = nullptr;
-      const unsigned long long x = std::strtoull(v.c_str(), &end, 10);
-      if (end == v.c_str() || *end != '\0') die(a + ": not a count: '" + v + "'");
-      return static_cast<std::size_t>(x);
-    };
-    if (a == "--model") o.model = next();
-    else if (a == "--tokenizer") o.tokenizer = next();
-    else if (a == "--dummy-prefix") o.dummy_prefix = true;
-    else if (a == "--random-model") o.random_spec = next();
-    else if (a == "--calib") o.calib = next();
-    else if (a == "--test") o.test = next();
-    else if (a == "--max-seqs") o.max_seqs = count();
-    else if (a == "--max-context") o.max_context = count();
-    else if (a == "--cont") o.cont = count();
-    else if (a == "--policies") o.policies = split(next(), ',');
-    else if (a == "--allocators") o.allocators = split(next(), ',');
-    else if (a == "--budgets") o.budgets = parse_doubles(next(), a);
-    else if (a == "--ratios") o.ratios = parse_doubles(next(), a);
-    else if (a == "--sink") o.sink = count();
-    else if (a == "--recent") o.recent = count();
-    else if (a == "--window") o.window = count();
-    else if (a == "--exponent") o.exponent = parse_doubles(next(), a)[0];
-    else if (a == "--beta") o.beta = parse_doubles(next(), a)[0];
-    else if (a == "--profile-dir") o.profile_dir = next();
-    else if (a == "--profile") o.profile = next();
-    else if (a == "--seed") o.seed = count();
-    else if (a == "--out") o.out = next();
-    else if (a == "--check") o.check = true;
-    else if (a == "--quiet") o.quiet = true;
-    else if (a == "-h" || a == "--help") {
-      usage();
-      return 0;
-    } else {
-      usage();
-      die("unknown argument " + a);
-    }
-  }
-  if (o.max_context == 1) die("--max-context must be 0 or >= 2");
-  if (o.policies.empty() || o.allocators.empty()) die("empty --policies or --allocators");
-  for (double b : o.budgets)
-    if (!(b > 0 && b <= 1)) die("--budgets: keep ratio " + fmt(b) + " outside (0, 1]");
+  const dcli::eval_options o = dcli::parse_or_exit("eval", dcli::parse_eval_args, argc, argv);
   const auto t_start = clock_type::now();
   bool broken = false;
   auto fail_check = [&](const std::string& msg) {
@@ -495,16 +250,33 @@ int main(int argc, char** argv) {
     broken = true;
   };
 
+  const minillama::eval_data::read_options* read_opts = nullptr;
+  auto read_data = [&](const std::string& flag, const std::string& path) {
+    try {
+      dcli::check_input_file(flag, path);
+      return minillama::eval_data::read_set_file(path, *read_opts);
+    } catch (const dcli::cli_error& e) {
+      input_error(e.what());
+    } catch (const minillama::eval_data::data_error& e) {
+      input_error(flag + ": " + e.what());
+    }
+  };
+  if (o.random_spec.empty()) {
+    try {
+      dcli::check_input_file("--model", o.model);
+      if (!o.tokenizer.empty()) dcli::check_input_file("--tokenizer", o.tokenizer);
+    } catch (const dcli::cli_error& e) {
+      input_error(e.what());
+    }
+  }
+
   try {
-    for (const auto& p : o.policies) depthkv::policy_from_name(p);  // throws listing the valid names
+    // Names were checked by the parser (policy and allocator lists).
     bool need_ablation = false, need_cake = false, need_squeeze = false;
     for (const auto& a : o.allocators) {
       if (a == "cake") need_cake = true;
       else if (a == "squeeze") need_squeeze = true;
-      else {
-        depthkv::visit_allocator(a, [](const auto&) { return 0; });  // throws listing the known names
-        if (a == "proportional" || a == "curve") need_ablation = true;
-      }
+      else if (a == "proportional" || a == "curve") need_ablation = true;
     }
 
     // ---- model and data
@@ -522,27 +294,31 @@ int main(int argc, char** argv) {
       minillama::tokenizer_options to;
       to.add_dummy_prefix = o.dummy_prefix;
       tok.emplace(pieces, scores, to);
-      model = random_model(o.random_spec, tok->size());
+      model = random_model(o.random, tok->size());
       model_name = "random(" + o.random_spec + ")";
     } else {
-      minillama::loaded L = minillama::load_any(o.model);
+      minillama::loaded L;
+      try {
+        L = minillama::load_any(o.model);
+      } catch (const minillama::load_error& e) {
+        input_error(std::string("--model: ") + e.what());
+      }
       std::string tp = o.tokenizer;
       if (tp.empty() && L.format == "llama2c" && file_exists(dirname_of(o.model) + "/tokenizer.bin"))
         tp = dirname_of(o.model) + "/tokenizer.bin";
       if (!tp.empty()) {
         minillama::tokenizer_options to;
         to.add_dummy_prefix = o.dummy_prefix;
-        L.vocab = minillama::load_llama2c_tokenizer_file(tp, L.weights.cfg.vocab_size, to);
+        try {
+          L.vocab = minillama::load_llama2c_tokenizer_file(tp, L.weights.cfg.vocab_size, to);
+        } catch (const minillama::load_error& e) {
+          input_error(std::string("--tokenizer: ") + e.what());
+        }
         L.has_vocab = true;
       }
       // The profile's model field names the file and its content hash, so a profile measured
       // on another version of the weights is noticed when it is reused.
-      const std::vector<std::uint8_t> bytes = minillama::read_file(o.model);
-      std::uint64_t h = 1469598103934665603ull;  // FNV-1a 64
-      for (std::uint8_t b : bytes) h = (h ^ b) * 1099511628211ull;
-      char hex[17];
-      std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
-      model_name = o.model + " fnv1a64=" + hex;
+      model_name = dcli::model_identity(o.model);
       model = std::move(L.weights);
       if (L.has_vocab) tok.emplace(std::move(L.vocab));
     }
@@ -550,8 +326,31 @@ int main(int argc, char** argv) {
     const std::size_t n_layers = static_cast<std::size_t>(mc.n_layers);
     std::fprintf(stderr, "eval: model %s: dim %d, %d layers, %d heads (%d kv), vocab %d\n", model_name.c_str(), mc.dim,
                  mc.n_layers, mc.n_heads, mc.n_kv_heads, mc.vocab_size);
-    const std::vector<sample> test =
-        read_set(o.test, tok ? &*tok : nullptr, mc.vocab_size, o.dummy_prefix, o.max_seqs, o.max_context, o.cont);
+    minillama::eval_data::read_options ro;
+    ro.tok = tok ? &*tok : nullptr;
+    ro.vocab = mc.vocab_size;
+    ro.dummy_prefix = o.dummy_prefix;
+    ro.max_seqs = o.max_seqs;
+    ro.max_context = o.max_context;
+    ro.cont_len = o.cont;
+    read_opts = &ro;
+    const std::vector<sample> test = read_data("--test", o.test);
+    // Options that would skip every cell or fail a policy on this data are refused now.
+    auto shortest_context = [](const std::vector<sample>& set) {
+      std::size_t m = set[0].prefix;
+      for (const auto& s : set) m = std::min(m, s.prefix);
+      return m;
+    };
+    try {
+      dcli::check_eval_against_data(o, shortest_context(test), n_layers, "test set", "--test", true);
+    } catch (const dcli::cli_error& e) {
+      input_error(e.what());
+    }
+    if (o.window > o.recent && std::find(o.policies.begin(), o.policies.end(), "snapkv") != o.policies.end())
+      std::fprintf(stderr,
+                   "eval: note: --window %zu > --recent %zu: snapkv's observation window is not all protected (the "
+                   "SnapKV recipe keeps --recent >= --window)\n",
+                   o.window, o.recent);
     std::size_t n_queries = 0;
     for (const auto& s : test) n_queries += s.answers.size();
     std::fprintf(stderr, "eval: test set %s: %zu sequences of %zu tokens (context %zu), %zu retrieval queries\n",
@@ -577,17 +376,13 @@ int main(int argc, char** argv) {
     for (const auto& p : o.policies) ablation_path[p] = o.profile.empty() ? pdir + "/profile_" + p + ".csv" : o.profile;
     // A profile is stale when it names another model: a different content hash (or, without
     // hashes, a different name). Stale profiles are not used; a fresh one goes to --out.
-    auto hash_of = [](const std::string& m) {
-      const auto k = m.find("fnv1a64=");
-      return k == std::string::npos ? m : m.substr(k);
-    };
     auto load_checked = [&](const std::string& path, bool allow_missing, bool& stale) {
       depthkv::profile_read_options ro;
       ro.allow_missing_layers = allow_missing;
       depthkv::sensitivity_profile pr = depthkv::load_profile(path, ro);
       DEPTHKV_CHECK(pr.n_layers() == n_layers, "eval", "profile '", path, "' has ", pr.n_layers(),
                     " layers but the model has ", n_layers);
-      stale = !pr.model.empty() && hash_of(pr.model) != hash_of(model_name);
+      stale = !dcli::profile_matches_model(pr.model, model_name);
       if (stale)
         std::fprintf(stderr, "eval: WARNING: profile '%s' was measured on model '%s', not '%s'; not using it\n",
                      path.c_str(), pr.model.c_str(), model_name.c_str());
@@ -643,8 +438,12 @@ int main(int argc, char** argv) {
 
     if (!to_measure.empty() || proxies_missing) {
       const auto t0 = clock_type::now();
-      std::vector<sample> calib = read_set(o.calib, tok ? &*tok : nullptr, mc.vocab_size, o.dummy_prefix,
-                                           o.max_seqs, o.max_context, o.cont);
+      std::vector<sample> calib = read_data("--calib", o.calib);
+      try {
+        dcli::check_eval_against_data(o, shortest_context(calib), n_layers, "calibration set", "--calib", false);
+      } catch (const dcli::cli_error& e) {
+        input_error(e.what());
+      }
       // One prefix length for all (minillama::kl_evaluator): the shortest context.
       std::size_t prefix = calib[0].prefix, calib_tokens = 0;
       std::vector<std::vector<int>> seqs;
@@ -753,7 +552,10 @@ int main(int argc, char** argv) {
     std::map<std::string, std::vector<std::size_t>> alloc_cache;
     auto allocation = [&](const cell& c, const std::vector<std::size_t>& lengths) -> const std::vector<std::size_t>& {
       std::string key = c.policy + "|" + c.allocator + "|" + fmt(c.budget, "%.17g");
-      for (auto L : lengths) key += "|" + std::to_string(L);
+      for (auto L : lengths) {  // appended piecewise: GCC 12 -Wrestrict misfires on "|" + to_string() in C++20
+        key += '|';
+        key += std::to_string(L);
+      }
       auto it = alloc_cache.find(key);
       if (it != alloc_cache.end()) return it->second;
       depthkv::allocation_request req;

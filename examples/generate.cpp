@@ -6,15 +6,21 @@
 //   generate --model model.gguf --prompt "..." --policy h2o --allocator curve --profile profile.csv
 //
 // Prints the text, then tokens/s (prefill and decode) and KV memory in use against the full cache.
+// The command line (examples/cli/generate_args.cpp, `generate --help`): bad arguments, and files or
+// a prompt that do not fit (missing model, a profile of another model, --steps past the model's
+// context length, ...), exit with status 2; a failure while running exits with status 1.
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
 
+#include "cli/args.hpp"
 #include "depthkv/budget/allocate.hpp"
 #include "depthkv/budget/profile.hpp"
+#include "minillama/eval_data.hpp"
 #include "minillama/evict.hpp"
 #include "minillama/loaders.hpp"
 #include "minillama/policy_prune.hpp"
@@ -22,19 +28,8 @@
 
 namespace {
 
-void usage() {
-  std::fprintf(stderr,
-               "usage: generate --model PATH [--tokenizer PATH] [--prompt TEXT] [--steps N]\n"
-               "                [--temperature T] [--seed S] [--policy snapkv|h2o|tova|knorm|streaming|random|none]\n"
-               "                [--allocator uniform|pyramid|proportional|curve] [--profile CSV] [--budget RATIO]\n"
-               "                [--sink N] [--recent N] [--window N] [--no-dummy-prefix] [--ids] [--evict]\n"
-               "  --model: llama2.c checkpoint or GGUF file (the GGUF vocabulary is used unless --tokenizer)\n"
-               "  --budget: global keep ratio of the prompt's KV cache (1 = no pruning)\n"
-               "  --profile: sensitivity profile CSV (needed by proportional and curve)\n"
-               "  --ids: the prompt is a list of token ids (\"1 45 9\"), output ids too\n"
-               "  --evict: also hold every layer at its budget during decode (policy h2o or streaming;\n"
-               "           the engine's evictors, per-head lengths for h2o)\n");
-}
+// Input errors (the files named, the prompt against the model): status 2, naming the flag.
+[[noreturn]] void input_error(const std::string& msg) { dcli::exit_input_error("generate", msg); }
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -43,58 +38,37 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string model_path, tok_path, prompt = "Once upon a time", policy = "snapkv", allocator = "uniform",
-                                    profile_path;
-  int steps = 64;
-  float temperature = 0.0f;
-  std::uint64_t seed = 1;
-  double budget = 0.5;
-  std::size_t n_sink = 4, n_recent = 16, window = 16;
-  bool dummy_prefix = true, ids = false, evict = false;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto next = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "generate: %s needs a value\n", a.c_str());
-        std::exit(2);
-      }
-      return argv[++i];
-    };
-    if (a == "--model") model_path = next();
-    else if (a == "--tokenizer") tok_path = next();
-    else if (a == "--prompt") prompt = next();
-    else if (a == "--steps") steps = std::atoi(next().c_str());
-    else if (a == "--temperature") temperature = std::strtof(next().c_str(), nullptr);
-    else if (a == "--seed") seed = std::strtoull(next().c_str(), nullptr, 10);
-    else if (a == "--policy") policy = next();
-    else if (a == "--allocator") allocator = next();
-    else if (a == "--profile") profile_path = next();
-    else if (a == "--budget") budget = std::strtod(next().c_str(), nullptr);
-    else if (a == "--sink") n_sink = std::strtoul(next().c_str(), nullptr, 10);
-    else if (a == "--recent") n_recent = std::strtoul(next().c_str(), nullptr, 10);
-    else if (a == "--window") window = std::strtoul(next().c_str(), nullptr, 10);
-    else if (a == "--no-dummy-prefix") dummy_prefix = false;
-    else if (a == "--ids") ids = true;
-    else if (a == "--evict") evict = true;
-    else if (a == "-h" || a == "--help") {
-      usage();
-      return 0;
-    } else {
-      std::fprintf(stderr, "generate: unknown argument %s\n", a.c_str());
-      usage();
-      return 2;
-    }
-  }
-  if (model_path.empty()) {
-    usage();
-    return 2;
+  const dcli::generate_options o = dcli::parse_or_exit("generate", dcli::parse_generate_args, argc, argv);
+  const std::string &model_path = o.model, &tok_path = o.tokenizer, &prompt = o.prompt, &policy = o.policy,
+                    &allocator = o.allocator, &profile_path = o.profile;
+  const std::size_t steps = o.steps, n_sink = o.sink, n_recent = o.recent;
+  const float temperature = o.temperature;
+  const std::uint64_t seed = o.seed;
+  const double budget = o.budget;
+  bool ids = o.ids;
+  const bool evict = o.evict;
+  try {
+    dcli::check_input_file("--model", model_path);
+    if (!tok_path.empty()) dcli::check_input_file("--tokenizer", tok_path);
+    if (!profile_path.empty()) dcli::check_input_file("--profile", profile_path);
+  } catch (const dcli::cli_error& e) {
+    input_error(e.what());
   }
   try {
-    minillama::loaded L = minillama::load_any(model_path);
+    minillama::loaded L;
+    try {
+      L = minillama::load_any(model_path);
+    } catch (const minillama::load_error& e) {
+      input_error(std::string("--model: ") + e.what());
+    }
     if (!tok_path.empty()) {
       minillama::tokenizer_options to;
-      to.add_dummy_prefix = dummy_prefix;
-      L.vocab = minillama::load_llama2c_tokenizer_file(tok_path, L.weights.cfg.vocab_size, to);
+      to.add_dummy_prefix = o.dummy_prefix;
+      try {
+        L.vocab = minillama::load_llama2c_tokenizer_file(tok_path, L.weights.cfg.vocab_size, to);
+      } catch (const minillama::load_error& e) {
+        input_error(std::string("--tokenizer: ") + e.what());
+      }
       L.has_vocab = true;
     }
     const minillama::config& c = L.weights.cfg;
@@ -105,34 +79,84 @@ int main(int argc, char** argv) {
     std::vector<int> toks;
     if (ids || !L.has_vocab) {
       if (!ids) std::fprintf(stderr, "no vocabulary: reading the prompt as token ids\n");
-      for (const char* p = prompt.c_str(); *p;) {
-        char* end;
-        const long v = std::strtol(p, &end, 10);
-        if (end == p) break;
-        toks.push_back(static_cast<int>(v));
-        p = end;
+      try {
+        toks = minillama::parse_token_ids(prompt, c.vocab_size);
+      } catch (const minillama::token_id_error& e) {
+        input_error(std::string("--prompt: ") + e.what() +
+                    (ids ? "" : " (the model has no vocabulary: pass --tokenizer, or token ids)"));
       }
       ids = true;
     } else {
       toks = L.vocab.encode(prompt, true);
     }
-    if (toks.empty()) throw depthkv::error("the prompt is empty");
+    if (toks.empty()) input_error("--prompt: the prompt is empty");
+    // Positions past the model's context length (seq_len; 0 = unknown) are refused.
+    const std::size_t ctx_len = c.seq_len > 0 ? static_cast<std::size_t>(c.seq_len) : 0;
+    if (ctx_len && toks.size() > ctx_len)
+      input_error("--prompt: " + std::to_string(toks.size()) + " tokens exceed the model's context length (seq_len " +
+                  std::to_string(ctx_len) + ")");
+    if (ctx_len && toks.size() + steps > ctx_len)
+      input_error("--steps: " + std::to_string(steps) + " steps after the " + std::to_string(toks.size()) +
+                  "-token prompt exceed the model's context length (seq_len " + std::to_string(ctx_len) +
+                  "); at most " + std::to_string(ctx_len - toks.size()));
 
-    minillama::session s(L.weights, toks.size() + static_cast<std::size_t>(std::max(steps, 0)));
-    const bool pruning = policy != "none" && budget < 1.0;
+    // The profile must have been measured on this model (eval writes its content hash).
+    depthkv::sensitivity_profile prof;
+    if (!profile_path.empty()) {
+      try {
+        prof = depthkv::load_profile(profile_path);
+      } catch (const depthkv::error& e) {
+        input_error(std::string("--profile: ") + e.what());
+      }
+      if (prof.n_layers() != static_cast<std::size_t>(c.n_layers))
+        input_error("--profile: '" + profile_path + "' has " + std::to_string(prof.n_layers()) +
+                    " layers but the model has " + std::to_string(c.n_layers));
+      const std::string identity = dcli::model_identity(model_path);
+      if (!dcli::profile_matches_model(prof.model, identity))
+        input_error("--profile: '" + profile_path + "' was measured on model '" + prof.model + "', not '" +
+                    identity + "'");
+    }
+
+    minillama::session s(L.weights, toks.size() + steps);
+    const std::size_t protect = n_sink + n_recent, n_layers = s.cache().n_layers();
+    bool pruning = o.pruning();
+    if (pruning && toks.size() <= protect) {
+      std::fprintf(stderr,
+                   "generate: the prompt's %zu tokens are all protected rows (--sink %zu + --recent %zu = %zu): "
+                   "keeping the whole cache, nothing to prune%s\n",
+                   toks.size(), n_sink, n_recent, protect,
+                   evict ? " (--evict holds every layer at the protected rows during decode)" : "");
+      pruning = false;
+    }
     // Per-layer keep counts from the allocator (every layer holds the whole prompt before pruning).
     std::vector<std::size_t> keep;
     if (pruning) {
       depthkv::allocation_request req;
-      req.lengths.assign(s.cache().n_layers(), toks.size());
-      req.minimums.assign(1, std::min(toks.size(), n_sink + n_recent));
+      req.lengths.assign(n_layers, toks.size());
+      req.minimums.assign(1, protect);
       req.budget = depthkv::global_budget::ratio(budget);
-      depthkv::sensitivity_profile prof;
-      if (!profile_path.empty()) prof = depthkv::load_profile(profile_path);
+      // The allocators' rounding (depthkv::resolve); a budget below the protected rows is raised to them.
+      const std::size_t want =
+          static_cast<std::size_t>(std::floor(budget * static_cast<double>(n_layers * toks.size()) + 0.5));
+      if (want < n_layers * protect) {
+        std::fprintf(stderr,
+                     "generate: --budget %g keeps %zu of %zu tokens per layer, below the protected rows (--sink %zu + "
+                     "--recent %zu): keeping %zu per layer\n",
+                     budget, want / n_layers, toks.size(), n_sink, n_recent, protect);
+        req.budget = depthkv::global_budget::tokens(n_layers * protect);
+      }
       keep = depthkv::allocate(allocator, req, prof);
+    } else if (evict) {
+      // A prompt within the protected rows: the evictors hold every layer at those rows.
+      keep.assign(n_layers, protect);
     }
-    if (evict && !(pruning && (policy == "h2o" || policy == "streaming")))
-      throw depthkv::error("--evict needs --policy h2o or streaming and --budget < 1");
+    // snapkv scores with the last --window queries of the prefill: at most the prompt.
+    std::size_t window = o.window;
+    if (pruning && policy == "snapkv" && window > toks.size()) {
+      std::fprintf(stderr, "generate: --window %zu is longer than the %zu-token prompt: using %zu\n", window,
+                   toks.size(), toks.size());
+      window = toks.size();
+    }
     // Decode-time eviction: the evictor runs after every layer's attention, prefill included.
     minillama::h2o_evictor h2o_ev(keep, n_recent);
     minillama::streaming_evictor stream_ev(keep, n_sink);
@@ -167,7 +191,7 @@ int main(int argc, char** argv) {
     int prev = toks.back();
     int generated = 0;
     t0 = std::chrono::steady_clock::now();
-    for (int i = 0; i < steps; ++i) {
+    for (std::size_t i = 0; i < steps; ++i) {
       const int next = minillama::sample(logits, temperature, rng);
       if (!ids && next == L.vocab.options().eos) break;
       const std::string piece = ids ? std::to_string(next) + " " : L.vocab.decode(prev, next);

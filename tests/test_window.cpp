@@ -312,3 +312,72 @@ TEST_CASE("window_scores: invalid input throws and writes nothing", "[window]") 
   require_error([&] { window_scores(window_queries{}, 2, 0, k, {}, out, ws); }, {"queries are empty"});
   for (float x : out) CHECK(x == 3.f);
 }
+
+TEST_CASE("window_scores: portable kernel's bit conversions and exp2 are exact / accurate", "[window]") {
+  // Every binary16 and bfloat16 pattern converts exactly (subnormals, signed zeros, inf, NaN).
+  for (std::uint32_t b = 0; b < 0x10000u; ++b) {
+    const auto h = static_cast<std::uint16_t>(b);
+    const float want16 = static_cast<float>(Eigen::numext::bit_cast<f16>(h));
+    const float got16 = detail::scalar::half_bits_to_float(h);
+    const float want_b = static_cast<float>(Eigen::numext::bit_cast<bf16>(h));
+    const float got_b = detail::scalar::bf16_bits_to_float(h);
+    INFO("bits " << b);
+    if (std::isnan(want16)) REQUIRE(std::isnan(got16));
+    else REQUIRE(detail::scalar::bits_of(got16) == detail::scalar::bits_of(want16));
+    if (std::isnan(want_b)) REQUIRE(std::isnan(got_b));
+    else REQUIRE(detail::scalar::bits_of(got_b) == detail::scalar::bits_of(want_b));
+  }
+  // 2^x on [-126, 0] within 3e-7 relative; below the float range 0; -inf 0; NaN NaN.
+  double worst = 0;
+  for (float x = -126.f; x <= 0.f; x += 0.00390625f * 3.1f) {
+    const double want = std::exp2(double(x));
+    worst = std::max(worst, std::abs(double(detail::scalar::exp2_neg(x)) - want) / want);
+  }
+  CHECK(worst < 3e-7);
+  CHECK(detail::scalar::exp2_neg(0.f) == Approx(1.0).epsilon(3e-7));
+  CHECK(detail::scalar::exp2_neg(-127.5f) == 0.f);
+  CHECK(detail::scalar::exp2_neg(-1e30f) == 0.f);
+  CHECK(detail::scalar::exp2_neg(-std::numeric_limits<float>::infinity()) == 0.f);
+  CHECK(std::isnan(detail::scalar::exp2_neg(std::numeric_limits<float>::quiet_NaN())));
+}
+
+TEMPLATE_TEST_CASE("window_scores: positions mask with GQA max, heads not a multiple of the tile", "[window]", float,
+                   f16, bf16) {
+  // 3 query heads of 11 queries (tiles of the portable path straddle heads unless reducing
+  // with max); the first queries see few or no keys, so some tiles stop early.
+  const std::size_t H = 3, w = 11, d = 20, n = 90;
+  random_case<TestType> c(H, 1, w, d, n, 2.f);
+  std::vector<pos_t> kpos(n);
+  for (std::size_t j = 0; j < n; ++j) kpos[j] = pos_t(2 * j);
+  const std::vector<pos_t> qpos{-1, 3, 10, 30, 50, 60, 100, 120, 150, 170, 178};
+  for (bool use_max : {false, true}) {
+    const auto ref = reference(c.q, H, w, d, 1, 0, c.kd, n, 1.0 / std::sqrt(double(d)), use_max,
+                               [&](std::size_t i, std::size_t j) { return kpos[j] <= qpos[i]; });
+    for (isa p : depthkv_test::supported_paths()) {
+      const scoped_isa use(p);
+      INFO("path " << isa_name(p) << " max " << use_max << " " << element_name<TestType>());
+      window_scratch ws;
+      std::vector<float> out(n);
+      window_options o;
+      o.reduce = use_max ? gqa_reduce::max : gqa_reduce::mean;
+      o.query_positions = qpos;
+      window_scores(c.queries(), 1, 0, c.keys(), kpos, out, ws, o);
+      check_close<TestType>(out, ref);
+    }
+  }
+  // A NaN key poisons the rows that see it; the last query sees every key, so every score is
+  // NaN, with either reduction.
+  c.k[2 * c.stride + 1] = TestType(std::numeric_limits<float>::quiet_NaN());
+  for (bool use_max : {false, true})
+    for (isa p : depthkv_test::supported_paths()) {
+      const scoped_isa use(p);
+      INFO("path " << isa_name(p) << " max " << use_max);
+      window_scratch ws;
+      std::vector<float> out(n);
+      window_options o;
+      o.reduce = use_max ? gqa_reduce::max : gqa_reduce::mean;
+      o.query_positions = qpos;
+      window_scores(c.queries(), 1, 0, c.keys(), kpos, out, ws, o);
+      for (std::size_t j = 0; j < n; ++j) REQUIRE(std::isnan(out[j]));
+    }
+}

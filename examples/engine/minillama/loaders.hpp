@@ -24,7 +24,12 @@ class load_error : public depthkv::error {
 
 using bytes_view = depthkv::span<const std::uint8_t>;
 
-// Whole file into memory; throws load_error naming the path if it cannot be read.
+// Throws load_error("<path>: ...") unless `path` names an existing regular file this process may
+// read: a missing path, a directory, a device or FIFO, or an unreadable file is named as such.
+void check_regular_file(const std::string& path);
+
+// Whole file into memory; throws load_error naming the path if it cannot be read (see
+// check_regular_file) or is too large to hold in memory.
 std::vector<std::uint8_t> read_file(const std::string& path);
 
 // llama2.c legacy checkpoint: 7 int32 (dim, hidden_dim, n_layers, n_heads, n_kv_heads,

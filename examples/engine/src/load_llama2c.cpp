@@ -1,8 +1,14 @@
 // llama2.c checkpoint and tokenizer loaders.
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <limits>
+#include <new>
+#include <stdexcept>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "minillama/loaders.hpp"
 #include "reader.hpp"
@@ -67,14 +73,37 @@ table_rope rope_of_freq_cis(const detail::reader& r, const std::vector<float>& t
 
 }  // namespace
 
+void check_regular_file(const std::string& path) {
+  if (path.empty()) throw load_error("<empty path>: cannot open file (no path given)");
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) {
+    const int err = errno;
+    throw load_error(path + ": cannot open file (" + std::strerror(err) + ")");
+  }
+  if (S_ISDIR(st.st_mode)) throw load_error(path + ": is a directory, not a file");
+  if (!S_ISREG(st.st_mode)) throw load_error(path + ": is not a regular file (a device, FIFO or socket)");
+  if (::access(path.c_str(), R_OK) != 0) {
+    const int err = errno;
+    throw load_error(path + ": cannot open file (not readable: " + std::strerror(err) + ")");
+  }
+}
+
 std::vector<std::uint8_t> read_file(const std::string& path) {
+  check_regular_file(path);
   std::ifstream f(path, std::ios::binary);
   if (!f) throw load_error(path + ": cannot open file");
   f.seekg(0, std::ios::end);
   const std::streamoff size = f.tellg();
   if (size < 0) throw load_error(path + ": cannot determine the file size");
   f.seekg(0, std::ios::beg);
-  std::vector<std::uint8_t> buf(static_cast<std::size_t>(size));
+  std::vector<std::uint8_t> buf;
+  try {
+    buf.resize(static_cast<std::size_t>(size));
+  } catch (const std::bad_alloc&) {
+    throw load_error(depthkv::detail::concat(path, ": the file's ", size, " bytes do not fit in memory"));
+  } catch (const std::length_error&) {
+    throw load_error(depthkv::detail::concat(path, ": the file's ", size, " bytes do not fit in memory"));
+  }
   if (size > 0 && !f.read(reinterpret_cast<char*>(buf.data()), size)) throw load_error(path + ": read failed");
   return buf;
 }
