@@ -3,6 +3,8 @@
 // Random weights (the numbers do not depend on what the weights are).
 #include <benchmark/benchmark.h>
 
+#include "bench_main.hpp"
+
 #include <chrono>
 #include <memory>
 #include <vector>
@@ -124,11 +126,4 @@ BENCHMARK(BM_prefill_then_prune)->ArgNames({"context"})->Arg(512)->Arg(1024)->It
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  benchmark::AddCustomContext("depthkv_isa", depthkv::isa_name(depthkv::active_isa()));
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
-}
+DEPTHKV_BENCHMARK_MAIN()

@@ -20,6 +20,8 @@
 // restores the cache first (paused timing).
 #include <benchmark/benchmark.h>
 
+#include "bench_main.hpp"
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -427,11 +429,4 @@ BENCHMARK(BM_prune_total)->Unit(benchmark::kMillisecond);
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  benchmark::AddCustomContext("depthkv_isa", isa_name(active_isa()));
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
-}
+DEPTHKV_BENCHMARK_MAIN()

@@ -14,6 +14,8 @@
 // cache (buffer >= 64 MiB) every iteration first flushes the buffers from the caches (paused).
 #include <benchmark/benchmark.h>
 
+#include "bench_main.hpp"
+
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -300,11 +302,4 @@ BENCHMARK(BM_compact_memcpy_baseline)->Apply(compact_args_out_of_cache);
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  benchmark::AddCustomContext("depthkv_isa", isa_name(active_isa()));
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
-}
+DEPTHKV_BENCHMARK_MAIN()

@@ -220,14 +220,7 @@ struct cell {
 };
 
 minillama::model random_model(const dcli::random_model_spec& r, std::size_t vocab) {
-  minillama::config c;
-  c.dim = r.dim;
-  c.hidden_dim = r.hidden;
-  c.n_layers = r.layers;
-  c.n_heads = r.heads;
-  c.n_kv_heads = r.kv;
-  c.vocab_size = static_cast<int>(vocab);
-  c.seq_len = 1024;
+  const minillama::config c = r.config(static_cast<int>(vocab));
   c.validate("--random-model");
   return minillama::make_random_model(c, r.seed);
 }
@@ -326,6 +319,8 @@ int main(int argc, char** argv) {
     const std::size_t n_layers = static_cast<std::size_t>(mc.n_layers);
     std::fprintf(stderr, "eval: model %s: dim %d, %d layers, %d heads (%d kv), vocab %d\n", model_name.c_str(), mc.dim,
                  mc.n_layers, mc.n_heads, mc.n_kv_heads, mc.vocab_size);
+    std::fprintf(stderr, "eval: depthkv kernels: %s (best on this CPU: %s; DEPTHKV_ISA caps it)\n",
+                 depthkv::isa_name(depthkv::active_isa()), depthkv::isa_name(depthkv::detected_isa()));
     minillama::eval_data::read_options ro;
     ro.tok = tok ? &*tok : nullptr;
     ro.vocab = mc.vocab_size;

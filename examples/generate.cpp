@@ -76,6 +76,8 @@ int main(int argc, char** argv) {
                  "model %s (%s): dim %d, %d layers, %d heads (%d kv), vocab %d, rope theta %g on %d of %d dims\n",
                  model_path.c_str(), L.format.c_str(), c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.vocab_size,
                  static_cast<double>(c.rope_theta), c.rotary_dim(), c.head_dim());
+    std::fprintf(stderr, "depthkv kernels: %s (best on this CPU: %s; DEPTHKV_ISA caps it)\n",
+                 depthkv::isa_name(depthkv::active_isa()), depthkv::isa_name(depthkv::detected_isa()));
     std::vector<int> toks;
     if (ids || !L.has_vocab) {
       if (!ids) std::fprintf(stderr, "no vocabulary: reading the prompt as token ids\n");

@@ -31,6 +31,13 @@ using depthkv_test::rng;
 namespace {
 
 constexpr std::size_t big = std::numeric_limits<std::size_t>::max();
+
+// A size the optimiser cannot see through: huge sizes that a call must reject would otherwise
+// make GCC warn about the (unreachable) kernel loops they would drive.
+std::size_t opaque(std::size_t v) {
+  volatile std::size_t x = v;
+  return x;
+}
 constexpr index_t sentinel = 0xdeadbeefu;
 
 std::vector<float> random_scores(std::size_t n) {
@@ -157,7 +164,7 @@ TEST_CASE("topk_rows: stride arithmetic that wraps is an error, outputs untouche
   untouched();
   // n beyond what 32-bit indices address (checked before the spans are touched).
   // (The span claims more scores than exist; the call must fail before reading any.)
-  const span<const float> claimed(s.data(), std::size_t{1} << 33);
+  const span<const float> claimed(s.data(), opaque(std::size_t{1} << 33));
   require_error([&] { topk_rows(claimed, 1, std::size_t{1} << 33, std::size_t{1} << 33, {ks.data(), 1}, out, n, {}, {}, sc); },
                 {"32-bit indices"});
   untouched();
@@ -296,7 +303,7 @@ TEST_CASE("kv_view: strides and shapes whose extent overflows are rejected", "[s
 TEST_CASE("compact_rows and window_scores reject rows views whose extent overflows", "[safety][view]") {
   std::vector<float> buf(64, 1.f);
   const std::vector<index_t> keep{0, 1};
-  require_error([&] { compact_rows(rows_view<float>{buf.data(), big, 1, 1}, keep); },
+  require_error([&] { compact_rows(rows_view<float>{buf.data(), opaque(big), 1, 1}, keep); },
                 {"depthkv::compact_rows", "rows:", "address more than"});
   require_error([&] { compact_rows(rows_view<float>{buf.data(), 3, 1, std::numeric_limits<std::ptrdiff_t>::max()}, keep); },
                 {"depthkv::compact_rows", "address more than"});
@@ -304,15 +311,14 @@ TEST_CASE("compact_rows and window_scores reject rows views whose extent overflo
   std::vector<float> q(8, 0.5f), out(8, -1.f);
   window_scratch ws;
   const auto wq = window_queries::dense(q.data(), 1, 1, 8);
-  require_error([&] { window_scores(wq, 1, 0, rows_view<const float>{buf.data(), big / 2, 8, 8}, {}, out, ws); },
+  require_error([&] { window_scores(wq, 1, 0, rows_view<const float>{buf.data(), opaque(big / 2), 8, 8}, {}, out, ws); },
                 {"depthkv::window_scores", "keys", "address more than"});
   CHECK(out == std::vector<float>(8, -1.f));
   require_error([&] { window_queries::dense(q.data(), std::size_t{1} << 40, std::size_t{1} << 40, 128); },
                 {"depthkv::window_queries::dense", "overflow"});
   require_error([&] { window_queries::token_major(q.data(), big, 2, 1); }, {"depthkv::window_queries::token_major"});
   // pool1d's scratch size 2n for an input span that claims SIZE_MAX / 2 + 1 scores.
-  volatile std::size_t opaque = big / 2 + 1;  // keeps the compiler from unrolling the unreachable loops
-  const std::size_t huge = opaque;
+  const std::size_t huge = opaque(big / 2 + 1);
   const span<const float> claimed(buf.data(), huge);
   require_error([&] { pool1d(claimed, span<float>(out.data(), huge), 3, pool_kind::avg, span<float>(out)); },
                 {"depthkv::pool1d", "scratch", "overflows size_t"});

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "cli/cli.hpp"
+#include "minillama/model.hpp"
 
 namespace dcli {
 
@@ -39,6 +40,8 @@ generate_options parse_generate_args(int argc, const char* const* argv);
 struct random_model_spec {
   int dim = 32, hidden = 64, layers = 3, heads = 4, kv = 2;
   std::uint64_t seed = 7;
+  // The model configuration it describes (context 1024), for a vocabulary of `vocab` tokens.
+  minillama::config config(int vocab) const;
 };
 struct eval_options {
   std::string model = "models/recall-6l/model.bin", tokenizer, random_spec;

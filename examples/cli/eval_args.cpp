@@ -43,16 +43,8 @@ random_model_spec parse_random_spec(const std::string& spec) {
     else if (k == "seed") r.seed = to_u64(f, v);
     else throw cli_error(flag + ": unknown key '" + k + "' (known: dim, hidden, layers, heads, kv, seed)");
   }
-  minillama::config c;
-  c.dim = r.dim;
-  c.hidden_dim = r.hidden;
-  c.n_layers = r.layers;
-  c.n_heads = r.heads;
-  c.n_kv_heads = r.kv;
-  c.vocab_size = 256;
-  c.seq_len = 1024;
   try {
-    c.validate(flag);
+    r.config(256).validate(flag);
   } catch (const depthkv::error& e) {
     throw cli_error(e.what());
   }
@@ -62,6 +54,18 @@ random_model_spec parse_random_spec(const std::string& spec) {
 bool has(const std::vector<std::string>& v, const std::string& x) { return std::find(v.begin(), v.end(), x) != v.end(); }
 
 }  // namespace
+
+minillama::config random_model_spec::config(int vocab) const {
+  minillama::config c;
+  c.dim = dim;
+  c.hidden_dim = hidden;
+  c.n_layers = layers;
+  c.n_heads = heads;
+  c.n_kv_heads = kv;
+  c.vocab_size = vocab;
+  c.seq_len = 1024;
+  return c;
+}
 
 eval_options parse_eval_args(int argc, const char* const* argv) {
   eval_options o;

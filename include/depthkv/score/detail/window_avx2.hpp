@@ -96,20 +96,6 @@ struct window_vt {
 
 #include "depthkv/score/detail/window_simd.inl"
 
-// Entry points of the path, one per key element type.
-inline void window_f32(const window_job& job, const float* keys, std::ptrdiff_t k_stride, float* out,
-                       float* scratch) noexcept {
-  window_simd<window_vt>::run(job, keys, k_stride, out, scratch);
-}
-inline void window_f16(const window_job& job, const f16* keys, std::ptrdiff_t k_stride, float* out,
-                       float* scratch) noexcept {
-  window_simd<window_vt>::run(job, keys, k_stride, out, scratch);
-}
-inline void window_bf16(const window_job& job, const bf16* keys, std::ptrdiff_t k_stride, float* out,
-                        float* scratch) noexcept {
-  window_simd<window_vt>::run(job, keys, k_stride, out, scratch);
-}
-
 DEPTHKV_AVX2_END
 }  // namespace depthkv::detail::DEPTHKV_AVX2_NS
 

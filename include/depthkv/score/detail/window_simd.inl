@@ -1,6 +1,7 @@
 // The SIMD window-scoring kernel, written once over a vector-traits type VT (internal; no include
 // guard): included by each SIMD path inside its namespace and target region, after its
-// `window_vt`, so that the kernel is compiled for the path's instruction set.
+// `window_vt`, so that the kernel is compiled for the path's instruction set. Defines the path's
+// entry points window_f32, window_f16 and window_bf16.
 //
 // Structure (per kv head): the g*w query rows of the GQA group are cut into tiles of V, 2V or
 // (AVX-512, when more than 3V rows are left) 4V rows (one lane per query row). For each tile, the
@@ -438,3 +439,16 @@ struct window_simd {
   }
 };
 
+// Entry points of the path (window_f32 / window_f16 / window_bf16), one per key element type.
+inline void window_f32(const window_job& job, const float* keys, std::ptrdiff_t k_stride, float* out,
+                       float* scratch) noexcept {
+  window_simd<window_vt>::run(job, keys, k_stride, out, scratch);
+}
+inline void window_f16(const window_job& job, const f16* keys, std::ptrdiff_t k_stride, float* out,
+                       float* scratch) noexcept {
+  window_simd<window_vt>::run(job, keys, k_stride, out, scratch);
+}
+inline void window_bf16(const window_job& job, const bf16* keys, std::ptrdiff_t k_stride, float* out,
+                        float* scratch) noexcept {
+  window_simd<window_vt>::run(job, keys, k_stride, out, scratch);
+}
