@@ -26,7 +26,9 @@ for r in $(seq "$rounds"); do
     done
   done
 done
-echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'); depthkv_isa: $(build-generic/bench/bench_select --benchmark_filter=none 2>&1 | grep -o 'depthkv_isa: [a-z0-9]*' | head -1)"
+isa=$(build-generic/bench/bench_select --benchmark_filter='BM_topk_depthkv/n:4096/k_permille:50/' \
+  --benchmark_min_time=0.01 2>&1 | grep -o 'depthkv_isa: [a-z0-9]*' | head -1)
+echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//') (family $(grep -m1 'cpu family' /proc/cpuinfo | cut -d: -f2 | tr -d ' '), model $(grep -m1 '^model[[:space:]]*:' /proc/cpuinfo | cut -d: -f2 | tr -d ' ')); generic build: $isa"
 printf '%-64s %12s %12s %8s\n' benchmark "generic(us)" "native(us)" ratio
 # Per benchmark: the median over rounds of the per-round medians (csv column 4 = cpu_time).
 awk -F, 'FNR == 1 { f++ } { n = $1; gsub(/"/, "", n); sub(/_median$/, "", n); t[f, n, ++c[f, n]] = $4; names[n] = 1 }
