@@ -44,9 +44,10 @@ std::unique_ptr<session> filled_session(std::size_t context, int keep_pct) {
   std::uint64_t st = 5;
   for (auto& x : k) x = uniform_pm1(st);
   for (auto& x : v) x = uniform_pm1(st);
+  const depthkv::kv_shape shape(depthkv::heads{H}, depthkv::tokens{context}, depthkv::dim{hd});
   for (std::size_t l = 0; l < s->cache().n_layers(); ++l)
-    s->cache().append(l, depthkv::kv_view<const float>::nhd(k.data(), context, H, hd),
-                      depthkv::kv_view<const float>::nhd(v.data(), context, H, hd), depthkv::pos_t{0});
+    s->cache().append(l, depthkv::kv_view<const float>::nhd(k.data(), shape),
+                      depthkv::kv_view<const float>::nhd(v.data(), shape), depthkv::pos_t{0});
   s->set_position(context);
   const std::size_t keep = context * static_cast<std::size_t>(keep_pct) / 100;
   if (keep < context) {

@@ -341,7 +341,7 @@ struct prune_fixture {
     std::vector<f16> k(H * n * d), v(H * n * d);
     for (auto& x : k) x = f16(nd(g));
     for (auto& x : v) x = f16(nd(g));
-    original.append(0, kv_view<const f16>::hnd(k.data(), H, n, d), kv_view<const f16>::hnd(v.data(), H, n, d),
+    original.append(0, kv_view<const f16>::hnd(k.data(), kv_shape(heads{H}, tokens{n}, dim{d})), kv_view<const f16>::hnd(v.data(), kv_shape(heads{H}, tokens{n}, dim{d})),
                     pos_t(0));
     cache = original;
     lq.queries = window_queries::dense(q.data(), Hq, w, d);

@@ -28,7 +28,7 @@ int main(int argc, char** argv) {
   const std::vector<double> keep_ratio(std::begin(dcli::demo_prune_keep_ratios), std::end(dcli::demo_prune_keep_ratios));
   const topk_options protect{dcli::demo_prune_sink, dcli::demo_prune_recent};  // attention sinks + recent window
 
-  kv_cache<f16> cache(n_layers, n_kv_heads, head_dim, n_tokens);
+  kv_cache<f16> cache(layers{n_layers}, heads{n_kv_heads}, dim{head_dim}, n_tokens);
   std::mt19937 rng(42);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   std::vector<f16> k(n_kv_heads * n_tokens * head_dim), v(k.size());
@@ -38,8 +38,8 @@ int main(int argc, char** argv) {
       k[i] = f16(normal(rng) * (1.0f + 0.5f * static_cast<float>((i / head_dim) % 7)));
       v[i] = f16(normal(rng));
     }
-    cache.append(l, kv_view<const f16>::nhd(k.data(), n_tokens, n_kv_heads, head_dim),
-                 kv_view<const f16>::nhd(v.data(), n_tokens, n_kv_heads, head_dim), 0);
+    cache.append(l, kv_view<const f16>::nhd(k.data(), kv_shape(heads{n_kv_heads}, tokens{n_tokens}, dim{head_dim})),
+                 kv_view<const f16>::nhd(v.data(), kv_shape(heads{n_kv_heads}, tokens{n_tokens}, dim{head_dim})), 0);
   }
   const std::size_t before = cache.bytes_reserved();
   std::printf("depthkv %s demo: %zu layers x %zu kv heads x %zu tokens x head_dim %zu (f16)\n",

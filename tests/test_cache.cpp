@@ -27,16 +27,16 @@ template <class T>
 struct engine_buffer {
   std::vector<T> data;
   kv_view<T> view;
-  engine_buffer(layout l, std::size_t heads, std::size_t tokens, std::size_t dim, float base) {
+  engine_buffer(layout l, std::size_t n_heads, std::size_t n_tokens, std::size_t head_dim, float base) {
     // Pad HND with spare capacity to exercise non-dense strides.
-    const std::size_t cap = l == layout::hnd ? tokens + 3 : tokens;
-    data.assign(heads * cap * dim, T(0.0f));
-    view = l == layout::nhd ? kv_view<T>::nhd(data.data(), tokens, heads, dim)
-                            : kv_view<T>::hnd(data.data(), heads, tokens, dim, cap);
+    const std::size_t cap = l == layout::hnd ? n_tokens + 3 : n_tokens;
+    data.assign(n_heads * cap * head_dim, T(0.0f));
+    const kv_shape shape(heads{n_heads}, tokens{n_tokens}, dim{head_dim});
+    view = l == layout::nhd ? kv_view<T>::nhd(data.data(), shape) : kv_view<T>::hnd(data.data(), shape, cap);
     float x = base;
-    for (std::size_t h = 0; h < heads; ++h)
-      for (std::size_t t = 0; t < tokens; ++t)
-        for (std::size_t d = 0; d < dim; ++d) view.row(h, t)[d] = T(x = std::fmod(x + 1.0f, 2000.0f));
+    for (std::size_t h = 0; h < n_heads; ++h)
+      for (std::size_t t = 0; t < n_tokens; ++t)
+        for (std::size_t d = 0; d < head_dim; ++d) view.row(h, t)[d] = T(x = std::fmod(x + 1.0f, 2000.0f));
   }
 };
 
@@ -105,7 +105,7 @@ TEMPLATE_TEST_CASE("kv_cache append/retain match a naive reference", "[cache]", 
     const std::size_t L = uniform_int(1, 4), H = uniform_int(1, 4), D = uniform_int(1, 20);
     std::vector<std::size_t> caps(L);
     for (auto& c : caps) c = uniform_int(0, 80);
-    kv_cache<T> cache(L, H, D, caps);
+    kv_cache<T> cache(layers{L}, heads{H}, dim{D}, caps);
     ref_cache ref(L, std::vector<ref_head>(H));
     std::vector<pos_t> next_pos(L, 0);
     float base = 0;
@@ -137,10 +137,16 @@ TEMPLATE_TEST_CASE("kv_cache append/retain match a naive reference", "[cache]", 
             ref[l][h].pos.push_back(first + static_cast<pos_t>(t));
           }
         if (n) next_pos[l] = first + static_cast<pos_t>(n);
-      } else if (op == 2) {  // retain one list for the whole layer
-        std::size_t min_len = SIZE_MAX;
-        for (std::size_t h = 0; h < H; ++h) min_len = std::min(min_len, ref[l][h].pos.size());
+      } else if (op == 2) {  // retain one list for the whole layer: an error when heads differ
+        std::size_t min_len = SIZE_MAX, max_len = 0;
+        for (std::size_t h = 0; h < H; ++h)
+          min_len = std::min(min_len, ref[l][h].pos.size()), max_len = std::max(max_len, ref[l][h].pos.size());
         const auto keep = random_keep<T>(min_len);
+        if (min_len != max_len) {
+          require_error([&] { cache.retain(l, keep); }, {"depthkv::kv_cache", "differ in length"});
+          require_equal(cache, ref);
+          continue;
+        }
         cache.retain(l, keep);
         for (std::size_t h = 0; h < H; ++h) {
           ref_head r;
@@ -172,12 +178,12 @@ TEMPLATE_TEST_CASE("kv_cache append/retain match a naive reference", "[cache]", 
 
 TEST_CASE("kv_cache layers keep their own capacity and shrink_to_fit frees per head", "[cache]") {
   const std::vector<std::size_t> caps{100, 10};
-  kv_cache<float> c(2, 2, 8, caps);
+  kv_cache<float> c(layers{2}, heads{2}, dim{8}, caps);
   const std::size_t row = 2 * 8 * sizeof(float) + sizeof(pos_t);
   REQUIRE(c.bytes_reserved(0) == 2 * 100 * row);
   REQUIRE(c.bytes_reserved(1) == 2 * 10 * row);
   std::vector<float> buf(2 * 100 * 8, 1.0f);
-  c.append(0, kv_view<const float>::hnd(buf.data(), 2, 100, 8), kv_view<const float>::hnd(buf.data(), 2, 100, 8), 0);
+  c.append(0, kv_view<const float>::hnd(buf.data(), kv_shape(heads{2}, tokens{100}, dim{8})), kv_view<const float>::hnd(buf.data(), kv_shape(heads{2}, tokens{100}, dim{8})), 0);
   const std::vector<index_t> keep_h0{0, 5, 99}, keep_h1{1};
   c.retain(0, 0, keep_h0);
   c.retain(0, 1, keep_h1);
@@ -200,31 +206,31 @@ TEST_CASE("kv_view strides address NHD and HND buffers", "[cache][view]") {
   // NHD [token][head][dim]: element (h, t, d) at t*H*D + h*D + d.
   std::vector<float> nhd(5 * 3 * 4);
   std::iota(nhd.begin(), nhd.end(), 0.0f);
-  auto a = kv_view<float>::nhd(nhd.data(), 5, 3, 4);
+  auto a = kv_view<float>::nhd(nhd.data(), kv_shape(heads{3}, tokens{5}, dim{4}));
   REQUIRE(a.row(2, 4)[1] == float(4 * 12 + 2 * 4 + 1));
-  auto hnd = kv_view<float>::hnd(nhd.data(), 3, 5, 4);
+  auto hnd = kv_view<float>::hnd(nhd.data(), kv_shape(heads{3}, tokens{5}, dim{4}));
   REQUIRE(hnd.row(2, 4)[1] == float(2 * 20 + 4 * 4 + 1));
-  auto padded = kv_view<float>::hnd(nhd.data(), 3, 2, 4, 5);
+  auto padded = kv_view<float>::hnd(nhd.data(), kv_shape(heads{3}, tokens{2}, dim{4}), 5);
   REQUIRE(padded.row(1, 1)[0] == float(1 * 20 + 4));
   REQUIRE(padded.head(1).stride == 4);
 }
 
 TEST_CASE("kv_view rejects bad shapes and overlapping strides", "[cache][view][errors]") {
   std::vector<float> b(64);
-  require_error([&] { kv_view<float>(b.data(), {2, 2, 0}, {4, 4}); }, {"head_dim", "0"});
-  require_error([&] { kv_view<float>(nullptr, {2, 2, 4}, {8, 4}); }, {"data is null"});
-  require_error([&] { kv_view<float>(b.data(), {2, 2, 4}, {8, 2}); }, {"overlap", "token 2"});
-  require_error([&] { kv_view<float>(b.data(), {2, 3, 4}, {8, 4}); }, {"overlap", "head 8"});
-  require_error([&] { kv_view<float>::hnd(b.data(), 2, 4, 4, 3); }, {"token_capacity (3)"});
-  REQUIRE_NOTHROW(kv_view<float>(nullptr, {0, 5, 4}, {0, 0}));
+  require_error([&] { kv_view<float>(b.data(), kv_shape(heads{2}, tokens{2}, dim{0}), kv_strides{4, 4}); }, {"head_dim", "0"});
+  require_error([&] { kv_view<float>(nullptr, kv_shape(heads{2}, tokens{2}, dim{4}), kv_strides{8, 4}); }, {"data is null"});
+  require_error([&] { kv_view<float>(b.data(), kv_shape(heads{2}, tokens{2}, dim{4}), kv_strides{8, 2}); }, {"overlap", "token 2"});
+  require_error([&] { kv_view<float>(b.data(), kv_shape(heads{2}, tokens{3}, dim{4}), kv_strides{8, 4}); }, {"overlap", "head 8"});
+  require_error([&] { kv_view<float>::hnd(b.data(), kv_shape(heads{2}, tokens{4}, dim{4}), 3); }, {"token_capacity (3)"});
+  REQUIRE_NOTHROW(kv_view<float>(nullptr, kv_shape(heads{0}, tokens{5}, dim{4}), kv_strides{0, 0}));
 }
 
 TEMPLATE_TEST_CASE("kv_cache errors name the argument and leave the cache unchanged", "[cache][errors]", float,
                    f16, bf16) {
   using T = TestType;
-  kv_cache<T> c(2, 2, 4, 6);
+  kv_cache<T> c(layers{2}, heads{2}, dim{4}, 6);
   std::vector<T> buf(2 * 6 * 4, T(1.0f));
-  auto kv4 = kv_view<const T>::hnd(buf.data(), 2, 4, 4);
+  auto kv4 = kv_view<const T>::hnd(buf.data(), kv_shape(heads{2}, tokens{4}, dim{4}));
   c.append(0, kv4, kv4, 10);
   const std::vector<index_t> keep_first{0, 2};
   c.retain(0, 1, keep_first);  // heads now differ: 4 and 2 rows
@@ -235,7 +241,11 @@ TEMPLATE_TEST_CASE("kv_cache errors name the argument and leave the cache unchan
   require_error([&] { c.retain(0, 0, out_of_range); }, {"keep[1] = 4", "out of range"});
   unchanged();
   const std::vector<index_t> past_short_head{0, 3};  // valid for head 0, not head 1
-  require_error([&] { c.retain(0, past_short_head); }, {"keep[1] = 3", "rows: 2"});
+  // A layer-wide list on heads of different lengths would name different tokens per head.
+  require_error([&] { c.retain(0, past_short_head); }, {"heads of layer 0 differ in length", "head 1: 2"});
+  unchanged();
+  const std::vector<index_t> fits_both{0, 1};  // in range for both heads, still ambiguous
+  require_error([&] { c.retain(0, fits_both); }, {"differ in length"});
   unchanged();
   const std::vector<index_t> not_ascending{1, 1};
   require_error([&] { c.retain(0, 0, not_ascending); }, {"strictly ascending", "keep[1] = 1"});
@@ -250,17 +260,17 @@ TEMPLATE_TEST_CASE("kv_cache errors name the argument and leave the cache unchan
   require_error([&] { (void)c.keys(7, 0); }, {"layer 7"});
   unchanged();
   // Head 0 holds 4 of 6; 3 more would overflow it.
-  auto kv3 = kv_view<const T>::hnd(buf.data(), 2, 3, 4);
+  auto kv3 = kv_view<const T>::hnd(buf.data(), kv_shape(heads{2}, tokens{3}, dim{4}));
   require_error([&] { c.append(0, kv3, kv3, 100); }, {"appending 3 tokens", "head 0", "capacity 6"});
   unchanged();
-  auto wrong_dim = kv_view<const T>::hnd(buf.data(), 2, 1, 3);
+  auto wrong_dim = kv_view<const T>::hnd(buf.data(), kv_shape(heads{2}, tokens{1}, dim{3}));
   require_error([&] { c.append(0, wrong_dim, wrong_dim, 100); }, {"k has shape [2][1][3]", "expected [2][n][4]"});
   unchanged();
-  auto wrong_heads = kv_view<const T>::hnd(buf.data(), 1, 1, 4);
-  auto kv1 = kv_view<const T>::hnd(buf.data(), 2, 1, 4);
+  auto wrong_heads = kv_view<const T>::hnd(buf.data(), kv_shape(heads{1}, tokens{1}, dim{4}));
+  auto kv1 = kv_view<const T>::hnd(buf.data(), kv_shape(heads{2}, tokens{1}, dim{4}));
   require_error([&] { c.append(0, kv1, wrong_heads, 100); }, {"v has shape [1][1][4]"});
   unchanged();
-  auto kv2 = kv_view<const T>::hnd(buf.data(), 2, 2, 4);
+  auto kv2 = kv_view<const T>::hnd(buf.data(), kv_shape(heads{2}, tokens{2}, dim{4}));
   require_error([&] { c.append(0, kv1, kv2, 100); }, {"k has 1 tokens but v has 2"});
   unchanged();
   require_error([&] { c.append(0, kv1, kv1, 12); }, {"positions[0] = 12", "last position 13"});
@@ -275,9 +285,9 @@ TEMPLATE_TEST_CASE("kv_cache errors name the argument and leave the cache unchan
   unchanged();
   require_error([&] { c.reserve(3, 10); }, {"layer 3"});
   unchanged();
-  require_error([&] { kv_cache<T>(0, 1, 1, 1); }, {"n_layers must be > 0"});
-  require_error([&] { kv_cache<T>(1, 0, 1, 1); }, {"n_kv_heads must be > 0"});
-  require_error([&] { kv_cache<T>(1, 1, 0, 1); }, {"head_dim must be > 0"});
+  require_error([&] { kv_cache<T>(layers{0}, heads{1}, dim{1}, 1); }, {"n_layers must be > 0"});
+  require_error([&] { kv_cache<T>(layers{1}, heads{0}, dim{1}, 1); }, {"n_kv_heads must be > 0"});
+  require_error([&] { kv_cache<T>(layers{1}, heads{1}, dim{0}, 1); }, {"head_dim must be > 0"});
   const std::vector<std::size_t> two_caps{1, 2};
-  require_error([&] { kv_cache<T>(3, 1, 1, two_caps); }, {"capacity_per_layer has 2 entries", "n_layers = 3"});
+  require_error([&] { kv_cache<T>(layers{3}, heads{1}, dim{1}, two_caps); }, {"capacity_per_layer has 2 entries", "n_layers = 3"});
 }

@@ -115,8 +115,8 @@ TEMPLATE_TEST_CASE("retain: NHD and HND views, positions move with their rows", 
         const std::size_t heads = uniform_int(1, 4), n = uniform_int(0, 60), cap = n + 3;
         const std::size_t elems = l == layout::nhd ? n * heads * dim : heads * cap * dim;
         auto kb = random_buffer<T>(elems), vb = random_buffer<T>(elems);
-        auto kv = l == layout::nhd ? kv_view<T>::nhd(kb.data(), n, heads, dim) : kv_view<T>::hnd(kb.data(), heads, n, dim, cap);
-        auto vv = l == layout::nhd ? kv_view<T>::nhd(vb.data(), n, heads, dim) : kv_view<T>::hnd(vb.data(), heads, n, dim, cap);
+        auto kv = l == layout::nhd ? kv_view<T>::nhd(kb.data(), kv_shape(depthkv::heads{heads}, depthkv::tokens{n}, depthkv::dim{dim})) : kv_view<T>::hnd(kb.data(), kv_shape(depthkv::heads{heads}, depthkv::tokens{n}, depthkv::dim{dim}), cap);
+        auto vv = l == layout::nhd ? kv_view<T>::nhd(vb.data(), kv_shape(depthkv::heads{heads}, depthkv::tokens{n}, depthkv::dim{dim})) : kv_view<T>::hnd(vb.data(), kv_shape(depthkv::heads{heads}, depthkv::tokens{n}, depthkv::dim{dim}), cap);
         std::vector<pos_t> pos(heads * cap);
         for (std::size_t i = 0; i < pos.size(); ++i) pos[i] = static_cast<pos_t>(i * 7 + 1);
         const auto keep = random_keep(n, shape);
@@ -132,7 +132,7 @@ TEMPLATE_TEST_CASE("retain: NHD and HND views, positions move with their rows", 
             pw[h * cap + i] = pos[h * cap + keep[i]];
           }
         INFO(layout_name(l) << ", dim " << dim << ", heads " << heads << ", n " << n << ", shape " << shape);
-        retain(kv, vv, span<const index_t>(keep), pos.data(), static_cast<std::ptrdiff_t>(cap));
+        retain(kv, vv, span<const index_t>(keep), layer_positions::per_head(pos.data(), static_cast<std::ptrdiff_t>(cap)));
         REQUIRE(same_bytes(kb, kw));
         REQUIRE(same_bytes(vb, vw));
         REQUIRE(pos == pw);
@@ -141,27 +141,27 @@ TEMPLATE_TEST_CASE("retain: NHD and HND views, positions move with their rows", 
   }
 }
 
-TEST_CASE("retain: shared position row (stride 0) and retain_head", "[compact]") {
+TEST_CASE("retain: shared position row and retain_head", "[compact]") {
   const std::size_t heads = 3, n = 40, dim = 64;
   auto kb = random_buffer<float>(heads * n * dim), vb = random_buffer<float>(heads * n * dim);
-  auto kv = kv_view<float>::nhd(kb.data(), n, heads, dim), vv = kv_view<float>::nhd(vb.data(), n, heads, dim);
+  auto kv = kv_view<float>::nhd(kb.data(), kv_shape(depthkv::heads{heads}, depthkv::tokens{n}, depthkv::dim{dim})), vv = kv_view<float>::nhd(vb.data(), kv_shape(depthkv::heads{heads}, depthkv::tokens{n}, depthkv::dim{dim}));
   std::vector<pos_t> pos(n);
   std::iota(pos.begin(), pos.end(), 100);
   const std::vector<index_t> keep{0, 5, 6, 7, 20, 39};
-  retain(kv, vv, span<const index_t>(keep), pos.data(), 0);
+  retain(kv, vv, span<const index_t>(keep), layer_positions::shared(pos.data()));
   CHECK(std::vector<pos_t>(pos.begin(), pos.begin() + 6) == std::vector<pos_t>{100, 105, 106, 107, 120, 139});
   CHECK(pos[6] == 106);  // past k: untouched
 
   // retain_head on head 1 of an HND view with 30 live rows: other heads untouched.
   const std::size_t cap = 50;
   auto hk = random_buffer<bf16>(heads * cap * dim), hv = random_buffer<bf16>(heads * cap * dim);
-  auto k2 = kv_view<bf16>::hnd(hk.data(), heads, cap, dim), v2 = kv_view<bf16>::hnd(hv.data(), heads, cap, dim);
+  auto k2 = kv_view<bf16>::hnd(hk.data(), kv_shape(depthkv::heads{heads}, depthkv::tokens{cap}, depthkv::dim{dim})), v2 = kv_view<bf16>::hnd(hv.data(), kv_shape(depthkv::heads{heads}, depthkv::tokens{cap}, depthkv::dim{dim}));
   std::vector<pos_t> p1(cap);
   std::iota(p1.begin(), p1.end(), 0);
   const std::vector<index_t> keep2{2, 3, 29};
   const auto want_k = naive_compact(hk, 1 * cap * dim, dim, static_cast<std::ptrdiff_t>(dim), keep2);
   const auto want_v = naive_compact(hv, 1 * cap * dim, dim, static_cast<std::ptrdiff_t>(dim), keep2);
-  retain_head(k2, v2, 1, span<const index_t>(keep2), p1.data(), 30);
+  retain_head(k2, v2, 1, tokens{30}, span<const index_t>(keep2), p1.data());
   CHECK(same_bytes(hk, want_k));
   CHECK(same_bytes(hv, want_v));
   CHECK(p1[0] == 2);
@@ -174,24 +174,30 @@ TEST_CASE("compaction errors leave memory unchanged", "[compact]") {
   const std::size_t heads = 2, n = 10, dim = 8;
   auto kb = random_buffer<f16>(heads * n * dim), vb = random_buffer<f16>(heads * n * dim);
   const auto k0 = kb, v0 = vb;
-  auto kv = kv_view<f16>::hnd(kb.data(), heads, n, dim), vv = kv_view<f16>::hnd(vb.data(), heads, n, dim);
+  auto kv = kv_view<f16>::hnd(kb.data(), kv_shape(depthkv::heads{heads}, depthkv::tokens{n}, depthkv::dim{dim})), vv = kv_view<f16>::hnd(vb.data(), kv_shape(depthkv::heads{heads}, depthkv::tokens{n}, depthkv::dim{dim}));
   std::vector<pos_t> pos(heads * n, 3);
   const auto p0 = pos;
   auto unchanged = [&] { return same_bytes(kb, k0) && same_bytes(vb, v0) && pos == p0; };
   const std::vector<index_t> unsorted{1, 3, 2}, dup{1, 1}, range{0, 10}, ok{0, 2};
-  require_error([&] { retain(kv, vv, span<const index_t>(unsorted), pos.data(), 10); },
+  require_error([&] { retain(kv, vv, span<const index_t>(unsorted), layer_positions::per_head(pos.data(), 10)); },
                 {"depthkv::retain", "strictly ascending", "keep[1] = 3", "keep[2] = 2"});
   CHECK(unchanged());
-  require_error([&] { retain(kv, vv, span<const index_t>(dup), pos.data(), 10); }, {"strictly ascending"});
+  require_error([&] { retain(kv, vv, span<const index_t>(dup), layer_positions::per_head(pos.data(), 10)); }, {"strictly ascending"});
   CHECK(unchanged());
-  require_error([&] { retain(kv, vv, span<const index_t>(range), pos.data(), 10); }, {"keep[1] = 10", "out of range"});
+  require_error([&] { retain(kv, vv, span<const index_t>(range), layer_positions::per_head(pos.data(), 10)); }, {"keep[1] = 10", "out of range"});
   CHECK(unchanged());
-  auto small = kv_view<f16>::hnd(vb.data(), heads, n - 1, dim, n);
+  auto small = kv_view<f16>::hnd(vb.data(), kv_shape(depthkv::heads{heads}, depthkv::tokens{n - 1}, depthkv::dim{dim}), n);
   require_error([&] { retain(kv, small, span<const index_t>(ok)); }, {"K shape", "V shape"});
   CHECK(unchanged());
   require_error([&] { retain_head(kv, vv, 2, span<const index_t>(ok)); }, {"head 2 out of range"});
-  require_error([&] { retain_head(kv, vv, 0, span<const index_t>(ok), nullptr, 11); }, {"n_rows 11"});
-  require_error([&] { retain_head(kv, vv, 0, span<const index_t>(ok), nullptr, 2); }, {"keep[1] = 2", "out of range"});
+  require_error([&] { retain_head(kv, vv, 0, tokens{11}, span<const index_t>(ok), nullptr); }, {"live rows 11"});
+  require_error([&] { retain_head(kv, vv, 0, tokens{2}, span<const index_t>(ok), nullptr); }, {"keep[1] = 2", "out of range"});
+  CHECK(unchanged());
+  // Position rows closer than a head's rows would overlap; one row for all heads is named.
+  require_error([&] { retain(kv, vv, span<const index_t>(ok), layer_positions::per_head(pos.data(), 9)); },
+                {"depthkv::retain", "head_stride 9", "overlaps rows of 10"});
+  require_error([&] { (void)layer_positions::per_head(pos.data(), 0); }, {"head_stride is 0", "shared"});
+  require_error([&] { (void)layer_positions::per_head(nullptr, 10); }, {"data is null"});
   CHECK(unchanged());
   for (isa p : depthkv_test::supported_paths()) {
     const scoped_isa use(p);

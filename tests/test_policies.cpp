@@ -113,9 +113,9 @@ TEST_CASE("snapkv: window attention + pooling vs naive reference (GQA mean and m
   score_scratch s;
   for (bool use_max : {false, true}) {
     for (pool_kind pk : {pool_kind::none, pool_kind::avg, pool_kind::max}) {
-      for (std::size_t window : {0u, 5u}) {
+      for (std::size_t window : {0u, 5u}) {  // 0: the window left unset (all queries)
         snapkv p;
-        p.window = window;
+        if (window > 0) p.window = window;
         p.pool = pk;
         p.kernel = 5;
         p.reduce = use_max ? gqa_reduce::max : gqa_reduce::mean;
@@ -171,7 +171,19 @@ TEST_CASE("knorm, streaming and random scores", "[policies]") {
     REQUIRE(out[j] == Approx(-std::sqrt(n2)).epsilon(1e-6));
   }
   streaming{}.score(L.input(0), out, s);
-  for (std::size_t j = 0; j < L.n; ++j) REQUIRE(out[j] == float(j));
+  for (std::size_t j = 1; j < L.n; ++j) REQUIRE(out[j] > out[j - 1]);
+  REQUIRE(out[L.n - 1] == std::numeric_limits<float>::max());
+  // Strictly falling with age up to 2 * 0x7F7FFFFF rows (float(j) ties beyond 2^24):
+  // neighbours around 2^24, the switch to negative floats, and the last distinct age.
+  for (const std::size_t age : {std::size_t{0}, std::size_t{1} << 24, (std::size_t{1} << 24) + 1,
+                                std::size_t{0x7F7FFFFE}, std::size_t{0x7F7FFFFF}, std::size_t{0x7F800000},
+                                std::size_t{0xFEFFFFFD}}) {
+    INFO("age " << age);
+    const float a = streaming::recency_score(age), b = streaming::recency_score(age + 1);
+    REQUIRE(std::isfinite(a));
+    REQUIRE(std::isfinite(b));
+    REQUIRE(a > b);
+  }
 
   random_policy r{0, 0, 42};
   std::vector<float> a(L.n), b(L.n), c(L.n);
@@ -246,7 +258,11 @@ TEST_CASE("policies reject missing or mismatched queries", "[policies]") {
   require_error([&] { p.check(L.input(0)); }, {"kernel must be odd"});
   p.kernel = 5;
   p.window = 7;
-  require_error([&] { p.check(L.input(0)); }, {"window 7", "6 queries"});
+  require_error([&] { p.check(L.input(0)); }, {"window 7", "[1, 6]"});
+  p.window = 0;  // no magic value: an empty window is an error, "all queries" is the unset window
+  require_error([&] { p.check(L.input(0)); }, {"window 0", "[1, 6]"});
+  p.window.reset();
+  p.check(L.input(0));
   in = L.input(0);
   in.n_kv_heads = 3;
   require_error([&] { snapkv{}.check(in); }, {"n_kv_heads (3)"});

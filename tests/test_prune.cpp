@@ -48,7 +48,7 @@ namespace {
 // K rows random (head h scaled by 1 + h so heads differ), V row = (layer, head, position, ...).
 template <class T>
 kv_cache<T> make_cache(std::size_t L, std::size_t H, std::size_t d, std::size_t n, std::size_t cap = 0) {
-  kv_cache<T> c(L, H, d, cap ? cap : n);
+  kv_cache<T> c(layers{L}, heads{H}, dim{d}, cap ? cap : n);
   std::normal_distribution<float> nd;
   for (std::size_t l = 0; l < L; ++l) {
     std::vector<T> k(H * n * d), v(H * n * d);
@@ -58,7 +58,7 @@ kv_cache<T> make_cache(std::size_t L, std::size_t H, std::size_t d, std::size_t 
           k[(h * n + j) * d + t] = T(nd(rng()) * float(1 + h));
           v[(h * n + j) * d + t] = T(float(t == 0 ? l : t == 1 ? h : t == 2 ? j : 0));
         }
-    c.append(l, kv_view<const T>::hnd(k.data(), H, n, d), kv_view<const T>::hnd(v.data(), H, n, d), pos_t(0));
+    c.append(l, kv_view<const T>::hnd(k.data(), kv_shape(heads{H}, tokens{n}, dim{d})), kv_view<const T>::hnd(v.data(), kv_shape(heads{H}, tokens{n}, dim{d})), pos_t(0));
   }
   return c;
 }
@@ -264,7 +264,7 @@ TEST_CASE("prune is allocation-free in steady state", "[prune]") {
 
 TEST_CASE("h2o decode loop keeps its invariants", "[prune]") {
   const std::size_t H = 2, d = 4, budget = 12, sink = 2, recent = 3, steps = 60;
-  kv_cache<float> cache(1, H, d, budget + 1);
+  kv_cache<float> cache(layers{1}, heads{H}, dim{d}, budget + 1);
   h2o_state st(1, H);
   h2o p{sink, recent, &st};
   prune_workspace ws;
@@ -320,9 +320,11 @@ TEST_CASE("prune_view over engine memory matches the owning cache", "[prune]") {
   shared.mode = granularity::shared;
   auto c_shared = cache;
   prune_layer(c_shared, 0, 9, p, ws, {}, shared);
-  std::vector<std::size_t> lens(H);
-  prune_view(kv_view<float>::nhd(K.data(), n, H, d), kv_view<float>::nhd(V.data(), n, H, d), P.data(), 0, 0, 9, p, ws,
-             span<std::size_t>(lens), {}, shared);
+  const kv_shape shape(heads{H}, tokens{n}, dim{d});
+  std::vector<std::size_t> lens(H, n);
+  layer_view<float> nhd_shared{kv_view<float>::nhd(K.data(), shape), kv_view<float>::nhd(V.data(), shape),
+                               layer_positions::shared(P.data()), span<std::size_t>(lens)};
+  prune_view(nhd_shared, 0, 9, p, ws, {}, shared);
   for (std::size_t h = 0; h < H; ++h) {
     REQUIRE(lens[h] == 9);
     for (std::size_t j = 0; j < 9; ++j) {
@@ -330,24 +332,55 @@ TEST_CASE("prune_view over engine memory matches the owning cache", "[prune]") {
       for (std::size_t t = 0; t < d; ++t) REQUIRE(K[(j * H + h) * d + t] == c_shared.keys(0, h).row(j)[t]);
     }
   }
-  // Per head over the same NHD memory, with per-head positions rows.
+  // Per head over the same NHD memory, with per-head positions rows; then again from the
+  // ragged lengths the first prune left (heads 7, 7, 4 rows), against the cache path.
   auto c_head = cache;
   prune_layer(c_head, 0, 7, p, ws);
-  prune_view(kv_view<float>::nhd(Kh.data(), n, H, d), kv_view<float>::nhd(Vh.data(), n, H, d), Ph.data(),
-             std::ptrdiff_t(n), 0, 7, p, ws, span<std::size_t>(lens));
-  for (std::size_t h = 0; h < H; ++h) {
-    REQUIRE(lens[h] == 7);
-    for (std::size_t j = 0; j < 7; ++j) {
-      REQUIRE(Ph[h * n + j] == c_head.positions(0, h)[j]);
-      for (std::size_t t = 0; t < d; ++t) REQUIRE(Vh[(j * H + h) * d + t] == c_head.values(0, h).row(j)[t]);
+  std::fill(lens.begin(), lens.end(), n);
+  layer_view<float> nhd_heads{kv_view<float>::nhd(Kh.data(), shape), kv_view<float>::nhd(Vh.data(), shape),
+                              layer_positions::per_head(Ph.data(), std::ptrdiff_t(n)), span<std::size_t>(lens)};
+  prune_view(nhd_heads, 0, 7, p, ws);
+  auto same_as_cache = [&](std::size_t keep) {
+    for (std::size_t h = 0; h < H; ++h) {
+      REQUIRE(lens[h] == c_head.length(0, h));
+      REQUIRE(lens[h] == std::min<std::size_t>(keep, n));
+      for (std::size_t j = 0; j < lens[h]; ++j) {
+        REQUIRE(Ph[h * n + j] == c_head.positions(0, h)[j]);
+        for (std::size_t t = 0; t < d; ++t) REQUIRE(Vh[(j * H + h) * d + t] == c_head.values(0, h).row(j)[t]);
+      }
     }
-  }
-  require_error(
-      [&] {
-        prune_view(kv_view<float>::nhd(K.data(), n, H, d), kv_view<float>::nhd(V.data(), n, H, d), P.data(), 0, 0, 5,
-                   p, ws, span<std::size_t>(lens));
-      },
-      {"shared positions row", "granularity::shared"});
+  };
+  same_as_cache(7);
+  lens[2] = 4;  // head 2 now holds only its first 4 rows
+  const std::vector<index_t> first4{0, 1, 2, 3};
+  c_head.retain(0, 2, first4);
+  prune_layer(c_head, 0, 5, p, ws);
+  prune_view(nhd_heads, 0, 5, p, ws);
+  REQUIRE(lens[2] == 4);  // at or under the budget: untouched
+  REQUIRE(c_head.length(0, 2) == 4);
+  for (std::size_t h = 0; h < 2; ++h) REQUIRE(lens[h] == 5);
+  for (std::size_t h = 0; h < H; ++h)
+    for (std::size_t j = 0; j < lens[h]; ++j) REQUIRE(Ph[h * n + j] == c_head.positions(0, h)[j]);
+
+  // Errors: nothing (memory, lengths) changes.
+  const auto K0 = K;
+  const auto P0 = P;
+  const auto lens0 = lens;
+  auto unchanged = [&] { return K == K0 && P == P0 && lens == lens0; };
+  require_error([&] { prune_view(nhd_shared, 0, 5, p, ws); }, {"shared positions row", "granularity::shared"});
+  CHECK(unchanged());
+  std::vector<std::size_t> short_lens(H - 1, 3);
+  layer_view<float> bad = nhd_shared;
+  bad.lengths = span<std::size_t>(short_lens);
+  require_error([&] { prune_view(bad, 0, 5, p, ws, {}, shared); }, {"lengths has 2 entries", "n_heads = 3"});
+  std::vector<std::size_t> long_lens(H, n + 1);
+  bad.lengths = span<std::size_t>(long_lens);
+  require_error([&] { prune_view(bad, 0, 5, p, ws, {}, shared); }, {"lengths[0] = 41", "n_tokens 40"});
+  bad = nhd_heads;
+  bad.positions = layer_positions::per_head(Ph.data(), std::ptrdiff_t(n - 1));
+  require_error([&] { prune_view(bad, 0, 5, p, ws); }, {"head_stride 39", "overlaps rows of 40"});
+  CHECK(unchanged());
+  CHECK(long_lens == std::vector<std::size_t>(H, n + 1));
 }
 
 TEST_CASE("prune errors leave the cache (and h2o state) unchanged", "[prune]") {

@@ -14,7 +14,7 @@
 #include "catch.hpp"
 #include "depthkv/budget/allocate.hpp"
 #include "depthkv/cache/kv_cache.hpp"
-#include "depthkv/cache/kv_view.hpp"
+#include "depthkv/view/kv_view.hpp"
 #include "depthkv/detail/aligned_buffer.hpp"
 #include "depthkv/detail/checked.hpp"
 #include "depthkv/prune.hpp"
@@ -49,14 +49,14 @@ std::vector<float> random_scores(std::size_t n) {
 
 // A cache of L layers x H heads x n rows with distinct K values; V = K + 1.
 kv_cache<float> make_cache(std::size_t L, std::size_t H, std::size_t d, std::size_t n) {
-  kv_cache<float> c(L, H, d, n);
+  kv_cache<float> c(layers{L}, heads{H}, dim{d}, n);
   std::vector<float> k(H * n * d), v(H * n * d);
   for (std::size_t l = 0; l < L; ++l) {
     for (std::size_t i = 0; i < k.size(); ++i) {
       k[i] = static_cast<float>(l * 100000 + i);
       v[i] = k[i] + 1.f;
     }
-    c.append(l, kv_view<const float>::hnd(k.data(), H, n, d), kv_view<const float>::hnd(v.data(), H, n, d), pos_t{0});
+    c.append(l, kv_view<const float>::hnd(k.data(), kv_shape(heads{H}, tokens{n}, dim{d})), kv_view<const float>::hnd(v.data(), kv_shape(heads{H}, tokens{n}, dim{d})), pos_t{0});
   }
   return c;
 }
@@ -147,33 +147,33 @@ TEST_CASE("topk_rows: stride arithmetic that wraps is an error, outputs untouche
   };
   // (rows - 1) * score_stride wraps to a small number that passed the old size check.
   const std::size_t wrap3 = big / 3 + 1;  // 3 * wrap3 == 2 (mod 2^64)
-  require_error([&] { topk_rows(s, rows, n, wrap3, ks, out, n, counts, {}, sc); },
-                {"depthkv::topk_rows", "score_stride " + std::to_string(wrap3), "overflows size_t"});
+  require_error([&] { topk_rows(strided_rows<const float>::with_stride(s, rows, n, wrap3), ks, strided_rows<index_t>::with_stride(out, rows, n, n), counts, {}, sc); },
+                {"depthkv::topk_rows", "scores.stride " + std::to_string(wrap3), "overflows size_t"});
   untouched();
   // (rows - 1) * score_stride + n wraps.
-  require_error([&] { topk_rows(s, 2, n, big - 5, {ks.data(), 2}, out, n, {}, {}, sc); },
-                {"score_stride", "overflows size_t"});
+  require_error([&] { topk_rows(strided_rows<const float>::with_stride(s, 2, n, big - 5), {ks.data(), 2}, strided_rows<index_t>::with_stride(out, 2, n, n), {}, {}, sc); },
+                {"scores: 2 rows", "overflows size_t"});
   untouched();
   // out_stride 2^63: h * out_stride wraps for h = 2; for h = 1 row 1 would start beyond out.
   const std::size_t half = std::size_t{1} << 63;
-  require_error([&] { topk_rows(s, rows, n, n, ks, out, half, counts, {}, sc); },
-                {"out_stride " + std::to_string(half), "overflows size_t"});
+  require_error([&] { topk_rows(strided_rows<const float>::with_stride(s, rows, n, n), ks, strided_rows<index_t>::with_stride(out, rows, half, half), counts, {}, sc); },
+                {"out.stride " + std::to_string(half), "overflows size_t"});
   untouched();
-  require_error([&] { topk_rows(s, 2, n, n, {ks.data(), 2}, out, half, {counts.data(), 2}, {}, sc); },
-                {"row 1 starts at " + std::to_string(half)});
+  require_error([&] { topk_rows(strided_rows<const float>::with_stride(s, 2, n, n), {ks.data(), 2}, strided_rows<index_t>::with_stride(out, 2, half, half), {counts.data(), 2}, {}, sc); },
+                {"out: 2 rows of " + std::to_string(half), "overflows size_t"});
   untouched();
   // n beyond what 32-bit indices address (checked before the spans are touched).
   // (The span claims more scores than exist; the call must fail before reading any.)
   const span<const float> claimed(s.data(), opaque(std::size_t{1} << 33));
-  require_error([&] { topk_rows(claimed, 1, std::size_t{1} << 33, std::size_t{1} << 33, {ks.data(), 1}, out, n, {}, {}, sc); },
+  require_error([&] { topk_rows(strided_rows<const float>::with_stride(claimed, 1, std::size_t{1} << 33, std::size_t{1} << 33), {ks.data(), 1}, strided_rows<index_t>::with_stride(out, 1, n, n), {}, {}, sc); },
                 {"32-bit indices"});
   untouched();
   // Protected rows that wrap, per row.
-  require_error([&] { topk_rows(s, rows, n, n, ks, out, n, counts, topk_options{big, 2}, sc); },
+  require_error([&] { topk_rows(strided_rows<const float>::with_stride(s, rows, n, n), ks, strided_rows<index_t>::with_stride(out, rows, n, n), counts, topk_options{big, 2}, sc); },
                 {"protected positions"});
   untouched();
   // The same call with sane strides works.
-  topk_rows(s, rows, n, n, ks, out, n, counts, {}, sc);
+  topk_rows(strided_rows<const float>::with_stride(s, rows, n, n), ks, strided_rows<index_t>::with_stride(out, rows, n, n), counts, {}, sc);
   for (std::size_t h = 0; h < rows; ++h) CHECK(counts[h] == 3);
 }
 
@@ -202,16 +202,16 @@ TEST_CASE("prune: protected rows near SIZE_MAX are errors and leave the cache un
   std::iota(k.begin(), k.end(), 0.f);
   std::iota(v.begin(), v.end(), 1.f);
   const auto k0 = k, v0 = v;
-  std::vector<std::size_t> lens(2, 99);
+  std::vector<std::size_t> lens(2, 20);
   pol.n_sink = big;
   pol.n_recent = 3;
-  require_error([&] {
-    prune_view(kv_view<float>::hnd(k.data(), 2, 20, 4), kv_view<float>::hnd(v.data(), 2, 20, 4), nullptr, 0, 0, 5,
-               pol, ws, lens);
-  }, {"depthkv::prune_view", "protected rows"});
+  const kv_shape shape(heads{2}, tokens{20}, dim{4});
+  const layer_view<float> view{kv_view<float>::hnd(k.data(), shape), kv_view<float>::hnd(v.data(), shape),
+                               layer_positions::none(), span<std::size_t>(lens)};
+  require_error([&] { prune_view(view, 0, 5, pol, ws); }, {"depthkv::prune_view", "protected rows"});
   CHECK(k == k0);
   CHECK(v == v0);
-  CHECK(lens == std::vector<std::size_t>(2, 99));
+  CHECK(lens == std::vector<std::size_t>(2, 20));
 }
 
 TEST_CASE("prune: keep = SIZE_MAX keeps everything in every mode", "[safety][prune]") {
@@ -280,24 +280,24 @@ TEST_CASE("allocators: lengths whose sum overflows are rejected naming them", "[
 
 TEST_CASE("kv_view: strides and shapes whose extent overflows are rejected", "[safety][view]") {
   std::vector<float> buf(64);
-  require_error([&] { kv_view<float>::nhd(buf.data(), 2, std::size_t{1} << 62, 8); },
+  require_error([&] { kv_view<float>::nhd(buf.data(), kv_shape(heads{std::size_t{1} << 62}, tokens{2}, dim{8})); },
                 {"depthkv::kv_view::nhd", "n_heads " + std::to_string(std::size_t{1} << 62), "head_dim 8"});
-  require_error([&] { kv_view<float>::hnd(buf.data(), 2, 1, 8, big); },
+  require_error([&] { kv_view<float>::hnd(buf.data(), kv_shape(heads{2}, tokens{1}, dim{8}), big); },
                 {"depthkv::kv_view::hnd", "token_capacity " + std::to_string(big)});
   const std::ptrdiff_t pmax = std::numeric_limits<std::ptrdiff_t>::max(), pmin = std::numeric_limits<std::ptrdiff_t>::min();
-  require_error([&] { kv_view<float>(buf.data(), kv_shape{2, 2, 4}, kv_strides{pmax, 4}); },
+  require_error([&] { kv_view<float>(buf.data(), kv_shape(heads{2}, tokens{2}, dim{4}), kv_strides{pmax, 4}); },
                 {"strides (head " + std::to_string(pmax), "address more than"});
-  require_error([&] { kv_view<float>(buf.data(), kv_shape{2, 2, 4}, kv_strides{4, pmin}); }, {"address more than"});
-  require_error([&] { kv_view<f16>(nullptr, kv_shape{1, 1, big}, kv_strides{0, 0}); }, {"data is null"});
-  require_error([&] { kv_view<f16>(reinterpret_cast<f16*>(buf.data()), kv_shape{1, 1, big}, kv_strides{0, 0}); },
+  require_error([&] { kv_view<float>(buf.data(), kv_shape(heads{2}, tokens{2}, dim{4}), kv_strides{4, pmin}); }, {"address more than"});
+  require_error([&] { kv_view<f16>(nullptr, kv_shape(heads{1}, tokens{1}, dim{big}), kv_strides{0, 0}); }, {"data is null"});
+  require_error([&] { kv_view<f16>(reinterpret_cast<f16*>(buf.data()), kv_shape(heads{1}, tokens{1}, dim{big}), kv_strides{0, 0}); },
                 {"address more than"});
   // The old overlap check computed inner * (inner_count - 1) + head_dim, which wrapped.
   require_error([&] {
-    kv_view<float>(buf.data(), kv_shape{3, std::size_t{1} << 62, 4}, kv_strides{8, 4});
+    kv_view<float>(buf.data(), kv_shape(heads{3}, tokens{std::size_t{1} << 62}, dim{4}), kv_strides{8, 4});
   }, {"address more than"});
   // Sane views still construct.
-  CHECK(kv_view<float>::nhd(buf.data(), 4, 2, 8).strides().token == 16);
-  CHECK(kv_view<float>::hnd(buf.data(), 2, 3, 8, 4).strides().head == 32);
+  CHECK(kv_view<float>::nhd(buf.data(), kv_shape(heads{2}, tokens{4}, dim{8})).strides().token == 16);
+  CHECK(kv_view<float>::hnd(buf.data(), kv_shape(heads{2}, tokens{3}, dim{8}), 4).strides().head == 32);
 }
 
 TEST_CASE("compact_rows and window_scores reject rows views whose extent overflows", "[safety][view]") {
@@ -325,21 +325,21 @@ TEST_CASE("compact_rows and window_scores reject rows views whose extent overflo
 }
 
 TEST_CASE("kv_cache: sizes that overflow are errors before anything is allocated", "[safety][cache]") {
-  require_error([] { kv_cache<float>(big / 2, 4, 8, 0); }, {"depthkv::kv_cache", "n_layers", "overflows size_t"});
-  require_error([] { kv_cache<float>(big / 8, 1, 8, 0); }, {"depthkv::kv_cache", "heads exceed"});
-  require_error([] { kv_cache<float>(1, 1, big / 4, 0); }, {"depthkv::kv_cache", "head_dim", "overflows size_t"});
-  require_error([] { kv_cache<f16>(2, 1, std::size_t{1} << 40, std::size_t{1} << 30); },
+  require_error([] { kv_cache<float>(layers{big / 2}, heads{4}, dim{8}, 0); }, {"depthkv::kv_cache", "n_layers", "overflows size_t"});
+  require_error([] { kv_cache<float>(layers{big / 8}, heads{1}, dim{8}, 0); }, {"depthkv::kv_cache", "heads exceed"});
+  require_error([] { kv_cache<float>(layers{1}, heads{1}, dim{big / 4}, 0); }, {"depthkv::kv_cache", "head_dim", "overflows size_t"});
+  require_error([] { kv_cache<f16>(layers{2}, heads{1}, dim{std::size_t{1} << 40}, std::size_t{1} << 30); },
                 {"capacity_per_layer[0] = " + std::to_string(std::size_t{1} << 30), "overflows size_t"});
-  kv_cache<float> c(1, 1, std::size_t{1} << 33, 0);  // no rows: allocates nothing
+  kv_cache<float> c(layers{1}, heads{1}, dim{std::size_t{1} << 33}, 0);  // no rows: allocates nothing
   require_error([&] { c.reserve(0, std::size_t{1} << 31); }, {"depthkv::kv_cache::reserve", "capacity", "overflows"});
   CHECK(c.capacity(0, 0) == 0);
   // append(first_position) with a token count whose sum with first_position wraps.
   kv_cache<float> d = make_cache(1, 1, 2, 4);
   const auto before = snapshot(d);
   std::vector<float> rows(8);
-  const auto huge = kv_view<const float>::hnd(rows.data(), 1, std::size_t{1} << 40, 2);
+  const auto huge = kv_view<const float>::hnd(rows.data(), kv_shape(heads{1}, tokens{std::size_t{1} << 40}, dim{2}));
   require_error([&] { d.append(0, huge, huge, pos_t{1}); }, {"first_position 1", "int32 range"});
-  const auto two = kv_view<const float>::hnd(rows.data(), 1, 2, 2);
+  const auto two = kv_view<const float>::hnd(rows.data(), kv_shape(heads{1}, tokens{2}, dim{2}));
   require_error([&] { d.append(0, two, two, std::numeric_limits<pos_t>::max()); }, {"int32 range"});
   CHECK(snapshot(d) == before);
   // h2o_state's table size.

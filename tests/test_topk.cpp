@@ -227,7 +227,7 @@ TEST_CASE("topk_rows: each row its own k, strides, and validation before writing
   for (isa p : depthkv_test::supported_paths()) {
     INFO("path " << isa_name(p));
     const scoped_isa use(p);
-    topk_rows(scores, rows, n, stride, ks, out, out_stride, counts, {4, 8}, sc);
+    topk_rows(strided_rows<const float>::with_stride(scores, rows, n, stride), ks, strided_rows<index_t>::with_stride(out, rows, out_stride, out_stride), counts, {4, 8}, sc);
     for (std::size_t h = 0; h < rows; ++h) {
       const std::vector<float> row(scores.begin() + static_cast<std::ptrdiff_t>(h * stride),
                                    scores.begin() + static_cast<std::ptrdiff_t>(h * stride + n));
@@ -240,24 +240,24 @@ TEST_CASE("topk_rows: each row its own k, strides, and validation before writing
   std::fill(out.begin(), out.end(), 5u);
   const auto before = out;
   const std::vector<std::size_t> ks_bad{12, 13, 150, 11, 2000};
-  require_error([&] { topk_rows(scores, rows, n, stride, ks_bad, out, out_stride, counts, {4, 8}, sc); },
+  require_error([&] { topk_rows(strided_rows<const float>::with_stride(scores, rows, n, stride), ks_bad, strided_rows<index_t>::with_stride(out, rows, out_stride, out_stride), counts, {4, 8}, sc); },
                 {"depthkv::topk_rows", "exceed k = 11"});
   CHECK(out == before);
   const std::vector<std::size_t> ks_ok{12, 13, 150, 1500, 2000};
-  topk_rows(scores, rows, n, stride, ks_ok, out, out_stride, counts, {4, 8}, sc);
+  topk_rows(strided_rows<const float>::with_stride(scores, rows, n, stride), ks_ok, strided_rows<index_t>::with_stride(out, rows, out_stride, out_stride), counts, {4, 8}, sc);
   CHECK(counts == std::vector<std::size_t>{12, 13, 150, 1500, 2000});
   std::fill(out.begin(), out.end(), 5u);
-  require_error([&] { topk_rows(scores, rows, n, stride, {ks_ok.data(), 4}, out, out_stride, counts, {}, sc); },
+  require_error([&] { topk_rows(strided_rows<const float>::with_stride(scores, rows, n, stride), {ks_ok.data(), 4}, strided_rows<index_t>::with_stride(out, rows, out_stride, out_stride), counts, {}, sc); },
                 {"ks has 4", "n_rows = 5"});
-  require_error([&] { topk_rows(scores, rows, n, 100, ks_ok, out, out_stride, counts, {}, sc); },
-                {"score_stride 100"});
-  require_error([&] { topk_rows(scores, rows + 1, n, stride, std::vector<std::size_t>(6, 1), out, out_stride, {}, {}, sc); },
+  require_error([&] { topk_rows(strided_rows<const float>::with_stride(scores, rows, n, 100), ks_ok, strided_rows<index_t>::with_stride(out, rows, out_stride, out_stride), counts, {}, sc); },
+                {"scores.stride 100 < scores.length 3000"});
+  require_error([&] { topk_rows(strided_rows<const float>::with_stride(scores, rows + 1, n, stride), std::vector<std::size_t>(6, 1), strided_rows<index_t>::with_stride(out, rows + 1, out_stride, out_stride), {}, {}, sc); },
                 {"scores has"});
   const std::vector<std::size_t> ks_big{2001, 1, 1, 1, 1};  // would overlap row 1
-  require_error([&] { topk_rows(scores, rows, n, stride, ks_big, out, out_stride, counts, {}, sc); },
+  require_error([&] { topk_rows(strided_rows<const float>::with_stride(scores, rows, n, stride), ks_big, strided_rows<index_t>::with_stride(out, rows, out_stride, out_stride), counts, {}, sc); },
                 {"out has room for 2000", "need 2001"});
   const std::vector<std::size_t> ks_last{1, 1, 1, 1, 2001};  // runs past the end
-  require_error([&] { topk_rows(scores, rows, n, stride, ks_last, out, out_stride, counts, {}, sc); },
+  require_error([&] { topk_rows(strided_rows<const float>::with_stride(scores, rows, n, stride), ks_last, strided_rows<index_t>::with_stride(out, rows, out_stride, out_stride), counts, {}, sc); },
                 {"need 2001"});
   CHECK(out == std::vector<index_t>(rows * out_stride, 5u));
 }

@@ -234,7 +234,7 @@ TEST_CASE("window_scores: token-major queries and strided (NHD) keys", "[window]
       for (std::size_t t = 0; t < d; ++t) qt[(i * H + h) * d + t] = c.q[(h * w + i) * d + t];
   for (std::size_t j = 0; j < n; ++j)
     for (std::size_t t = 0; t < d; ++t) nhd[(j * n_kv + 1) * d + t] = c.k[j * d + t];
-  const auto view = kv_view<const float>::nhd(nhd.data(), n, n_kv, d);
+  const auto view = kv_view<const float>::nhd(nhd.data(), kv_shape(heads{n_kv}, tokens{n}, dim{d}));
   for (isa p : depthkv_test::supported_paths()) {
     const scoped_isa use(p);
     window_scratch ws;
@@ -309,6 +309,8 @@ TEST_CASE("window_scores: invalid input throws and writes nothing", "[window]") 
                 {"key_positions has 9"});
   o.scale = -1.f;
   require_error([&] { window_scores(q, 2, 0, k, kpos, out, ws, o); }, {"scale"});
+  o.scale = 0.f;  // not a "default" value any more: unset scale is 1/sqrt(head_dim)
+  require_error([&] { window_scores(q, 2, 0, k, kpos, out, ws, o); }, {"scale must be finite and > 0"});
   require_error([&] { window_scores(window_queries{}, 2, 0, k, {}, out, ws); }, {"queries are empty"});
   for (float x : out) CHECK(x == 3.f);
 }

@@ -6,9 +6,15 @@
 #include "depthkv/error.hpp"
 #include "depthkv/types.hpp"
 
-// cache/
-#include "depthkv/cache/layout.hpp"
-#include "depthkv/cache/kv_view.hpp"
+// view/: non-owning views over engine memory (the bottom layer: select/, score/, cache/ use it)
+#include "depthkv/view/shape.hpp"
+#include "depthkv/view/rows_view.hpp"
+#include "depthkv/view/kv_view.hpp"
+#include "depthkv/view/positions.hpp"
+#include "depthkv/view/layer_view.hpp"
+#include "depthkv/view/strided_rows.hpp"
+
+// cache/: the owning cache
 #include "depthkv/cache/kv_cache.hpp"
 
 // select/

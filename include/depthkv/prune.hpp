@@ -8,7 +8,8 @@
 #include <vector>
 
 #include "depthkv/cache/kv_cache.hpp"
-#include "depthkv/cache/kv_view.hpp"
+#include "depthkv/view/kv_view.hpp"
+#include "depthkv/view/layer_view.hpp"
 #include "depthkv/config.hpp"
 #include "depthkv/detail/checked.hpp"
 #include "depthkv/error.hpp"
@@ -44,15 +45,16 @@ struct layer_queries {
 // size, pruning allocates nothing (bytes_reserved() stays put).
 class prune_workspace {
  public:
+  // Bytes held by every buffer, the top-k scratch included.
   std::size_t bytes_reserved() const noexcept {
-    return score.bytes_reserved() + scores.capacity() * sizeof(float) + keep.capacity() * sizeof(index_t) +
+    return score.bytes_reserved() + select.bytes_reserved() + scores.capacity() * sizeof(float) + keep.capacity() * sizeof(index_t) +
            counts.capacity() * sizeof(std::size_t) + cand_score.capacity() * sizeof(float) +
            cand_ref.capacity() * sizeof(index_t) + pick.capacity() * sizeof(index_t) +
            merged.capacity() * sizeof(index_t);
   }
 
   score_scratch score;
-  topk_scratch select;              // top-k working memory (not counted in bytes_reserved)
+  topk_scratch select;              // top-k working memory
   std::vector<float> scores;        // [n_kv_heads][stride] per-head scores (+ one shared row)
   std::vector<index_t> keep;        // [n_kv_heads][stride] keep lists
   std::vector<std::size_t> counts;  // per head: rows kept
@@ -97,19 +99,41 @@ inline std::size_t adaptive_floor(std::size_t n, std::size_t keep, float alpha, 
   return std::min(n, std::max(fl, prot));
 }
 
+// Row stride of one layer's selection scratch (its longest head) and its rows summed over
+// heads. The one place these sizes are computed: the check below proves they do not overflow,
+// select_layer reuses them.
+struct layer_extent {
+  std::size_t stride = 0;
+  std::size_t total_len = 0;
+};
+
+template <class T, class Heads>
+layer_extent measure_layer(const char* where, std::size_t layer, std::size_t n_heads, Heads&& head) {
+  layer_extent e;
+  for (std::size_t h = 0; h < n_heads; ++h) {
+    const std::size_t n = head(h).keys.n;
+    e.total_len = checked_add(where, e.total_len, n, "layer ", layer, ": rows summed over heads");
+    e.stride = std::max(e.stride, n);
+  }
+  // select_layer's scratch: (n_heads + 1) score rows and n_heads keep rows of `stride` entries.
+  (void)checked_mul(where, checked_mul(where, checked_add(where, n_heads, 1, "n_kv_heads + 1"), e.stride,
+                                       "layer ", layer, ": score scratch rows"),
+                    sizeof(float), "layer ", layer, ": score scratch bytes");
+  return e;
+}
+
 // Validates one layer's prune; throws before anything is touched. Every size the selection
 // computes from these inputs (row totals, the score scratch) is checked for overflow here.
 template <class T, class Policy, class Heads>
 void check_layer_prune(const char* where, std::size_t layer, std::size_t n_heads, Heads&& head, std::size_t keep,
                        const Policy& policy, const layer_queries& q, const prune_options& opt) {
   DEPTHKV_CHECK(opt.alpha >= 0.f && opt.alpha <= 1.f, where, "alpha must be in [0, 1], got ", opt.alpha);
-  std::size_t total_len = 0, total_floor = 0, stride = 0;
+  const layer_extent e = measure_layer<T>(where, layer, n_heads, head);
+  std::size_t total_floor = 0;
   for (std::size_t h = 0; h < n_heads; ++h) {
     const head_ref<T> r = head(h);
     const std::size_t n = r.keys.n;
     const std::size_t prot = protected_rows(n, policy.n_sink, policy.n_recent);
-    total_len = checked_add(where, total_len, n, "layer ", layer, ": rows summed over heads");
-    stride = std::max(stride, n);
     DEPTHKV_CHECK(r.positions.empty() || r.positions.size() == n, where, "layer ", layer, " head ", h, " has ",
                   n, " rows but ", r.positions.size(), " positions");
     if (opt.mode == granularity::shared && h > 0)
@@ -124,12 +148,8 @@ void check_layer_prune(const char* where, std::size_t layer, std::size_t n_heads
     }
     if (n > 0) policy.check(make_input(layer, h, n_heads, r, q));
   }
-  // select_layer's scratch: (n_heads + 1) score rows and n_heads keep rows of `stride` entries.
-  (void)checked_mul(where, checked_mul(where, checked_add(where, n_heads, 1, "n_kv_heads + 1"), stride,
-                                       "layer ", layer, ": score scratch rows"),
-                    sizeof(float), "layer ", layer, ": score scratch bytes");
   if (opt.mode == granularity::adaptive) {
-    const std::size_t total = std::min(sat_mul(keep, n_heads), total_len);
+    const std::size_t total = std::min(sat_mul(keep, n_heads), e.total_len);
     DEPTHKV_CHECK(total_floor <= total, where, "layer ", layer, ": per-head floors and protected rows (",
                   total_floor, " rows: alpha ", opt.alpha, ", n_sink ", policy.n_sink, " + n_recent ",
                   policy.n_recent, ") exceed the layer's budget of ", total, " rows");
@@ -146,11 +166,8 @@ inline std::size_t merge_sorted(const index_t* a, std::size_t na, const index_t*
 template <class T, class Policy, class Heads>
 std::size_t select_layer(std::size_t layer, std::size_t n_heads, Heads&& head, std::size_t keep, const Policy& policy,
                          const layer_queries& q, const prune_options& opt, prune_workspace& ws) {
-  std::size_t stride = 0, total_len = 0;
-  for (std::size_t h = 0; h < n_heads; ++h) {
-    stride = std::max(stride, head(h).keys.n);
-    total_len += head(h).keys.n;
-  }
+  const layer_extent e = measure_layer<T>("depthkv::prune", layer, n_heads, head);  // validated: no throw
+  const std::size_t stride = e.stride, total_len = e.total_len;
   prune_workspace::grow(ws.scores, (n_heads + 1) * stride);
   prune_workspace::grow(ws.keep, n_heads * stride);
   prune_workspace::grow(ws.counts, n_heads);
@@ -238,14 +255,50 @@ void notify_retain(const Policy& policy, std::size_t layer, std::size_t h, span<
   else (void)policy, (void)layer, (void)h, (void)keep;
 }
 
+// Selects one validated layer, then mutates: for each head whose keep list drops rows,
+// retain_fn(h, keep) compacts it and the policy's state follows. The one mutate loop of every
+// prune entry point.
+template <class T, class Policy, class Heads, class Retain>
+void select_and_retain(std::size_t layer, std::size_t n_heads, Heads&& head, std::size_t keep, const Policy& policy,
+                       const layer_queries& q, const prune_options& opt, prune_workspace& ws, Retain&& retain_fn) {
+  const std::size_t stride = select_layer<T>(layer, n_heads, head, keep, policy, q, opt, ws);
+  for (std::size_t h = 0; h < n_heads; ++h) {
+    const span<const index_t> k(ws.keep.data() + h * stride, ws.counts[h]);
+    if (k.size() == head(h).keys.n) continue;  // nothing dropped
+    retain_fn(h, k);
+    notify_retain(policy, layer, h, k);
+  }
+}
+
 template <class T>
 struct cache_heads {
   const kv_cache<T>* cache;
   std::size_t layer;
+  head_ref<T> operator()(std::size_t h) const { return {cache->keys(layer, h), cache->positions(layer, h)}; }
+};
+
+template <class T>
+struct view_heads {
+  const layer_view<T>* view;
   head_ref<T> operator()(std::size_t h) const {
-    return {cache->keys(layer, h), cache->positions(layer, h)};
+    const std::size_t n = view->lengths[h];
+    const pos_t* p = view->positions.head(h);
+    return {rows_view<const T>(view->keys.head(h, n)), p ? span<const pos_t>(p, n) : span<const pos_t>{}};
   }
 };
+
+// Validates a layer_view for prune_view: shapes, lengths, positions against the mode.
+template <class T>
+void check_layer_view(const char* where, const layer_view<T>& lv, const prune_options& opt) {
+  check_same_shape(where, lv.keys, lv.values);
+  const std::size_t H = lv.keys.n_heads(), n = lv.keys.n_tokens();
+  DEPTHKV_CHECK(lv.lengths.size() == H, where, "lengths has ", lv.lengths.size(), " entries, expected n_heads = ", H);
+  for (std::size_t h = 0; h < H; ++h)
+    DEPTHKV_CHECK(lv.lengths[h] <= n, where, "lengths[", h, "] = ", lv.lengths[h], " exceeds the view's n_tokens ", n);
+  check_positions(where, lv.positions, H, n);
+  DEPTHKV_CHECK(lv.positions.which() != layer_positions::kind::shared || opt.mode == granularity::shared, where,
+                "a shared positions row (layer_positions::shared) needs granularity::shared");
+}
 
 }  // namespace detail
 
@@ -253,8 +306,12 @@ struct cache_heads {
 // untouched) with `policy`: score -> top-k (protecting the policy's n_sink first and n_recent
 // last rows of each head) -> compact in place. Memory stays reserved (capacity unchanged); call
 // cache.shrink_to_fit(layer) to release it. queries: the layer's window queries for policies that
-// need them (snapkv, tova). Validates everything first: on error (depthkv::error) the cache and
-// the policy's state are unchanged. Allocation-free once ws has seen this size.
+// need them (snapkv, tova).
+// Errors: depthkv::error for a bad layer, keep below the protected rows, or what the policy
+// rejects; validated first, so on error the cache and the policy's state are unchanged.
+// Complexity: scoring + O(n) selection per head + moves of the kept rows; allocation-free once
+// ws has seen this size. Thread safety: calls on different layers may run concurrently, each
+// with its own workspace (and a policy whose state is per layer, as h2o_state is).
 template <class T, class Policy>
 void prune_layer(kv_cache<T>& cache, std::size_t layer, std::size_t keep, const Policy& policy, prune_workspace& ws,
                  const layer_queries& queries = {}, const prune_options& opt = {}) {
@@ -264,14 +321,8 @@ void prune_layer(kv_cache<T>& cache, std::size_t layer, std::size_t keep, const 
   const std::size_t H = cache.n_kv_heads();
   const detail::cache_heads<T> heads{&cache, layer};
   detail::check_layer_prune<T>(where, layer, H, heads, keep, policy, queries, opt);
-  const std::size_t stride = detail::select_layer<T>(layer, H, heads, keep, policy, queries, opt, ws);
-  // Validated and selected: now mutate.
-  for (std::size_t h = 0; h < H; ++h) {
-    const span<const index_t> k(ws.keep.data() + h * stride, ws.counts[h]);
-    if (k.size() == cache.length(layer, h)) continue;  // nothing dropped
-    cache.retain(layer, h, k);
-    detail::notify_retain(policy, layer, h, k);
-  }
+  detail::select_and_retain<T>(layer, H, heads, keep, policy, queries, opt, ws,
+                               [&](std::size_t h, span<const index_t> k) { cache.retain(layer, h, k); });
 }
 
 // Prunes every layer l to keep_per_layer[l] tokens per kv head (see prune_layer). queries: one
@@ -291,22 +342,15 @@ void prune(kv_cache<T>& cache, span<const std::size_t> keep_per_layer, const Pol
   for (std::size_t l = 0; l < L; ++l)
     detail::check_layer_prune<T>(where, l, H, detail::cache_heads<T>{&cache, l}, keep_per_layer[l], policy,
                                  queries.empty() ? none : queries[l], opt);
-  for (std::size_t l = 0; l < L; ++l) {
-    const detail::cache_heads<T> heads{&cache, l};
-    const std::size_t stride = detail::select_layer<T>(l, H, heads, keep_per_layer[l], policy,
-                                                       queries.empty() ? none : queries[l], opt, ws);
-    for (std::size_t h = 0; h < H; ++h) {
-      const span<const index_t> k(ws.keep.data() + h * stride, ws.counts[h]);
-      if (k.size() == cache.length(l, h)) continue;
-      cache.retain(l, h, k);
-      detail::notify_retain(policy, l, h, k);
-    }
-  }
+  for (std::size_t l = 0; l < L; ++l)
+    detail::select_and_retain<T>(l, H, detail::cache_heads<T>{&cache, l}, keep_per_layer[l], policy,
+                                 queries.empty() ? none : queries[l], opt, ws,
+                                 [&](std::size_t h, span<const index_t> k) { cache.retain(l, h, k); });
 }
 
 // Decode-time eviction: if any head of `layer` holds more than `budget` rows, prunes the layer
 // back to `budget` (H2O's one-in-one-out loop when called after every appended token).
-// Returns whether it pruned.
+// Returns whether it pruned. Errors and thread safety as prune_layer.
 template <class T, class Policy>
 bool enforce_budget(kv_cache<T>& cache, std::size_t layer, std::size_t budget, const Policy& policy,
                     prune_workspace& ws, const layer_queries& queries = {}, const prune_options& opt = {}) {
@@ -318,46 +362,36 @@ bool enforce_budget(kv_cache<T>& cache, std::size_t layer, std::size_t budget, c
   return true;
 }
 
-// Same pipeline over engine-owned memory: one layer's K and V views (any layout) and positions
-// ([n_heads][positions_head_stride], or positions_head_stride 0 for one shared row). Heads all
-// hold k.n_tokens() rows; per_head or adaptive modes leave heads with different counts, which
-// are written to new_lengths[h] (rows of head h beyond it are garbage). Shared mode keeps the
-// layout's token slots aligned across heads (what NHD engines need).
+// The same pipeline over engine-owned memory: `view` is one layer's K, V, positions and head
+// lengths (see layer_view); head h's first view.lengths[h] rows are pruned to `keep` and
+// view.lengths[h] becomes the rows kept (rows beyond it are garbage). per_head and adaptive
+// modes leave heads with different lengths; shared mode keeps the token slots aligned across
+// heads (what NHD engines need; a shared positions row requires it).
+// Errors as prune_layer, plus K/V shape mismatch, lengths of the wrong size or beyond n_tokens,
+// overlapping position rows; nothing (memory, lengths, policy state) changes on error.
 template <class T, class Policy>
-void prune_view(kv_view<T> k, kv_view<T> v, pos_t* positions, std::ptrdiff_t positions_head_stride,
-                std::size_t layer, std::size_t keep, const Policy& policy, prune_workspace& ws,
-                span<std::size_t> new_lengths, const layer_queries& queries = {}, const prune_options& opt = {}) {
+void prune_view(const layer_view<T>& view, std::size_t layer, std::size_t keep, const Policy& policy,
+                prune_workspace& ws, const layer_queries& queries = {}, const prune_options& opt = {}) {
   DEPTHKV_REQUIRE_POLICY(Policy);
   static_assert(!std::is_const_v<T>, "prune_view compacts the views: they must be mutable");
   constexpr const char* where = "depthkv::prune_view";
-  DEPTHKV_CHECK(k.shape() == v.shape(), where, "K shape [", k.n_heads(), "][", k.n_tokens(), "][", k.head_dim(),
-                "] != V shape [", v.n_heads(), "][", v.n_tokens(), "][", v.head_dim(), "]");
-  const std::size_t H = k.n_heads(), n = k.n_tokens();
-  DEPTHKV_CHECK(new_lengths.size() == H, where, "new_lengths has ", new_lengths.size(), " entries, expected ", H);
-  DEPTHKV_CHECK(positions_head_stride != 0 || opt.mode == granularity::shared || positions == nullptr, where,
-                "a shared positions row (positions_head_stride 0) needs granularity::shared");
-  auto heads = [&](std::size_t h) {
-    const pos_t* p = positions ? positions + static_cast<std::ptrdiff_t>(h) * positions_head_stride : nullptr;
-    return detail::head_ref<T>{rows_view<const T>(k.head(h)), p ? span<const pos_t>(p, n) : span<const pos_t>{}};
-  };
+  detail::check_layer_view(where, view, opt);
+  const std::size_t H = view.keys.n_heads();
+  const detail::view_heads<T> heads{&view};
   detail::check_layer_prune<T>(where, layer, H, heads, keep, policy, queries, opt);
-  const std::size_t stride = detail::select_layer<T>(layer, H, heads, keep, policy, queries, opt, ws);
   if (opt.mode == granularity::shared) {
-    const span<const index_t> kk(ws.keep.data(), ws.counts[0]);
-    retain(k, v, kk, positions, positions_head_stride);
-    for (std::size_t h = 0; h < H; ++h) {
-      new_lengths[h] = kk.size();
-      detail::notify_retain(policy, layer, h, kk);
-    }
-    return;
+    bool moved = false;  // one layer-wide move for all heads (their keep lists are the same)
+    detail::select_and_retain<T>(layer, H, heads, keep, policy, queries, opt, ws, [&](std::size_t, span<const index_t> k) {
+      if (!moved) retain(view.keys, view.values, k, view.positions);
+      moved = true;
+    });
+  } else {
+    detail::select_and_retain<T>(layer, H, heads, keep, policy, queries, opt, ws, [&](std::size_t h, span<const index_t> k) {
+      retain_head(view.keys, view.values, h, tokens{view.lengths[h]}, k, view.positions.head(h));
+    });
   }
-  for (std::size_t h = 0; h < H; ++h) {
-    const span<const index_t> kk(ws.keep.data() + h * stride, ws.counts[h]);
-    pos_t* p = positions ? positions + static_cast<std::ptrdiff_t>(h) * positions_head_stride : nullptr;
-    retain_head(k, v, h, kk, p, n);
-    new_lengths[h] = kk.size();
-    detail::notify_retain(policy, layer, h, kk);
-  }
+  // Lengths last: the selection above reads them.
+  for (std::size_t h = 0; h < H; ++h) view.lengths[h] = ws.counts[h];
 }
 
 }  // namespace depthkv

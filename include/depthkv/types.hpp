@@ -35,12 +35,6 @@ constexpr const char* element_name() noexcept {
   else return "?";
 }
 
-// Converts any supported element to float (bit-exact for f16/bf16).
-template <class T>
-inline float to_float(T x) noexcept {
-  return static_cast<float>(x);
-}
-
 // Non-owning contiguous range (std::span is C++20; this is the subset depthkv needs).
 template <class T>
 class span {

@@ -6,7 +6,7 @@
 #include <cmath>
 #include <limits>
 
-#include "depthkv/cache/kv_view.hpp"
+#include "depthkv/view/kv_view.hpp"
 #include "depthkv/error.hpp"
 
 namespace minillama {
@@ -60,8 +60,9 @@ double mean_cosine(const matrix& a, const matrix& b) {
 session::session(const model& m, std::size_t initial_capacity) : m_(&m) {
   m.check_shapes("minillama::session");
   const config& c = m.cfg;
-  cache_ = depthkv::kv_cache<float>(static_cast<std::size_t>(c.n_layers), static_cast<std::size_t>(c.n_kv_heads),
-                                    static_cast<std::size_t>(c.head_dim()), initial_capacity);
+  cache_ = depthkv::kv_cache<float>(depthkv::layers{static_cast<std::size_t>(c.n_layers)},
+                                    depthkv::heads{static_cast<std::size_t>(c.n_kv_heads)},
+                                    depthkv::dim{static_cast<std::size_t>(c.head_dim())}, initial_capacity);
   records_.resize(static_cast<std::size_t>(c.n_layers));
 }
 
@@ -151,9 +152,9 @@ matrix session::forward(depthkv::span<const int> tokens, const forward_options& 
     rope(q, nh, hd, cs, sn);
     rope(k, nkv, hd, cs, sn);
     using view = depthkv::kv_view<const float>;
-    cache_.append(l, view::nhd(k.data(), n, static_cast<std::size_t>(nkv), static_cast<std::size_t>(hd)),
-                  view::nhd(v.data(), n, static_cast<std::size_t>(nkv), static_cast<std::size_t>(hd)),
-                  depthkv::span<const depthkv::pos_t>(qpos));
+    const depthkv::kv_shape shape(depthkv::heads{static_cast<std::size_t>(nkv)}, depthkv::tokens{n},
+                                  depthkv::dim{static_cast<std::size_t>(hd)});
+    cache_.append(l, view::nhd(k.data(), shape), view::nhd(v.data(), shape), depthkv::span<const depthkv::pos_t>(qpos));
     matrix att(static_cast<Eigen::Index>(n), d);
     const auto t0 = std::chrono::steady_clock::now();
     attention(l, q, n, qpos, opt, att);

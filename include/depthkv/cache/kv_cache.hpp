@@ -7,7 +7,7 @@
 #include <limits>
 #include <vector>
 
-#include "depthkv/cache/kv_view.hpp"
+#include "depthkv/view/kv_view.hpp"
 #include "depthkv/config.hpp"
 #include "depthkv/detail/aligned_buffer.hpp"
 #include "depthkv/detail/checked.hpp"
@@ -23,6 +23,10 @@ namespace depthkv {
 // only 10% of the memory after shrink_to_fit, and heads of a layer may differ in length.
 // Capacity is explicit: append never reallocates; reserve/shrink_to_fit do.
 // Every member that throws leaves the cache exactly as it was.
+// Thread safety: const members may run concurrently with each other; members that take a
+// layer (append, retain, clear, reserve, shrink_to_fit(layer), and the prune entry points) may
+// run concurrently on different layers (each touches only that layer's heads); anything else
+// needs external synchronisation.
 template <class T>
 class kv_cache {
   static_assert(is_kv_element_v<T> && !std::is_const_v<T>,
@@ -33,16 +37,19 @@ class kv_cache {
 
   kv_cache() = default;
 
-  // All layers start with room for `capacity` tokens per head.
-  kv_cache(std::size_t n_layers, std::size_t n_kv_heads, std::size_t head_dim, std::size_t capacity)
+  // n_layers x n_kv_heads heads of head_dim, each with room for `capacity` tokens:
+  // kv_cache<f16> c(layers{32}, heads{8}, dim{128}, 4096). Throws on zero counts or sizes
+  // whose byte counts overflow.
+  kv_cache(layers n_layers, heads n_kv_heads, dim head_dim, std::size_t capacity)
       : kv_cache(n_layers, n_kv_heads, head_dim,
-                 std::vector<std::size_t>(check_head_count("depthkv::kv_cache", n_layers, n_kv_heads), capacity)) {}
+                 std::vector<std::size_t>(check_head_count("depthkv::kv_cache", n_layers.value, n_kv_heads.value),
+                                          capacity)) {}
 
   // Layer l starts with room for capacity_per_layer[l] tokens per head.
-  kv_cache(std::size_t n_layers, std::size_t n_kv_heads, std::size_t head_dim,
-           span<const std::size_t> capacity_per_layer)
-      : n_layers_(n_layers), n_heads_(n_kv_heads), head_dim_(head_dim) {
+  kv_cache(layers n_layers_arg, heads n_kv_heads_arg, dim head_dim_arg, span<const std::size_t> capacity_per_layer)
+      : n_layers_(n_layers_arg.value), n_heads_(n_kv_heads_arg.value), head_dim_(head_dim_arg.value) {
     constexpr const char* where = "depthkv::kv_cache";
+    const std::size_t n_layers = n_layers_, n_kv_heads = n_heads_, head_dim = head_dim_;
     DEPTHKV_CHECK(n_layers > 0, where, "n_layers must be > 0, got ", n_layers);
     DEPTHKV_CHECK(n_kv_heads > 0, where, "n_kv_heads must be > 0, got ", n_kv_heads);
     DEPTHKV_CHECK(head_dim > 0, where, "head_dim must be > 0, got ", head_dim);
@@ -127,65 +134,44 @@ class kv_cache {
 
   // Appends n tokens to every head of `layer`. k and v: [n_kv_heads][n][head_dim] in any layout;
   // positions: n strictly ascending values, each above every position the layer holds.
+  // Errors: shape mismatch, capacity exceeded, positions not ascending; the cache is unchanged.
+  // Complexity: O(n_kv_heads * n * head_dim) copies, no allocation.
   void append(std::size_t layer, kv_view<const T> k, kv_view<const T> v, span<const pos_t> positions) {
     constexpr const char* where = "depthkv::kv_cache::append";
-    check_layer(where, layer);
-    check_append_shape(where, "k", k.shape());
-    check_append_shape(where, "v", v.shape());
+    check_append(where, layer, k, v);
     const std::size_t n = k.n_tokens();
-    DEPTHKV_CHECK(k.n_tokens() == v.n_tokens(), where, "k has ", k.n_tokens(), " tokens but v has ",
-                  v.n_tokens());
     DEPTHKV_CHECK(positions.size() == n, where, "positions has ", positions.size(), " entries, expected ", n);
     for (std::size_t i = 1; i < n; ++i)
       DEPTHKV_CHECK(positions[i] > positions[i - 1], where, "positions must be strictly ascending, but positions[",
                     i - 1, "] = ", positions[i - 1], " and positions[", i, "] = ", positions[i]);
-    for (std::size_t h = 0; h < n_heads_; ++h) {
-      const head_store& s = at(layer, h);
-      DEPTHKV_CHECK(n <= s.cap - s.len, where, "appending ", n, " tokens to layer ", layer, " head ", h,
-                    " (length ", s.len, ") exceeds its capacity ", s.cap);
-      DEPTHKV_CHECK(n == 0 || s.len == 0 || positions[0] > s.pos.data()[s.len - 1], where, "positions[0] = ",
-                    positions[0], " is not above the last position ", s.pos.data()[s.len - 1], " of layer ",
-                    layer, " head ", h);
-    }
-    // Checked; now mutate.
-    if (n == 0) return;
-    const std::size_t row_bytes = head_dim_ * sizeof(T);
-    for (std::size_t h = 0; h < n_heads_; ++h) {
-      head_store& s = at(layer, h);
-      for (std::size_t t = 0; t < n; ++t) {
-        std::memcpy(s.k.data() + (s.len + t) * head_dim_, k.row(h, t), row_bytes);
-        std::memcpy(s.v.data() + (s.len + t) * head_dim_, v.row(h, t), row_bytes);
-      }
-      std::memcpy(s.pos.data() + s.len, positions.data(), n * sizeof(pos_t));
-      s.len += n;
-    }
+    if (n > 0) check_above_last(where, layer, positions[0]);
+    append_unchecked(layer, k, v, [&](std::size_t i) { return positions[i]; });
   }
-  // Appends n tokens at positions first_position, first_position + 1, ...
+  // Appends n tokens at positions first_position, first_position + 1, ... (all int32).
   void append(std::size_t layer, kv_view<const T> k, kv_view<const T> v, pos_t first_position) {
     constexpr const char* where = "depthkv::kv_cache::append";
     const std::size_t n = k.n_tokens();
-    // Positions first_position .. first_position + n - 1 must all be int32 (written without a sum
+    // Positions first_position .. first_position + n - 1 must all be int32 (checked without a sum
     // that could wrap for huge n).
     constexpr std::size_t positions_available = static_cast<std::size_t>(std::numeric_limits<pos_t>::max()) + 1;
     DEPTHKV_CHECK(first_position >= 0 && n <= positions_available - static_cast<std::size_t>(first_position), where,
                   "first_position ", first_position, " with ", n, " tokens leaves the int32 range");
-    scratch_pos_.resize(n);
-    for (std::size_t i = 0; i < n; ++i) scratch_pos_[i] = first_position + static_cast<pos_t>(i);
-    append(layer, k, v, span<const pos_t>(scratch_pos_));
+    check_append(where, layer, k, v);
+    if (n > 0) check_above_last(where, layer, first_position);
+    append_unchecked(layer, k, v, [&](std::size_t i) { return first_position + static_cast<pos_t>(i); });
   }
   // Decode step: appends one token whose K and V rows are k_rows/v_rows ([n_kv_heads][head_dim]).
   void append_token(std::size_t layer, const T* k_rows, const T* v_rows, pos_t position) {
-    append(layer, kv_view<const T>::hnd(k_rows, n_heads_, 1, head_dim_),
-           kv_view<const T>::hnd(v_rows, n_heads_, 1, head_dim_), span<const pos_t>(&position, 1));
+    const kv_shape one(heads{n_heads_}, tokens{1}, dim{head_dim_});
+    append(layer, kv_view<const T>::hnd(k_rows, one), kv_view<const T>::hnd(v_rows, one), span<const pos_t>(&position, 1));
   }
 
   // Keeps exactly the rows `keep` (strictly ascending) of every head of `layer`, in order.
+  // Throws when the heads differ in length (a row index would name different tokens in
+  // different heads: use retain(layer, head, keep)) or keep is bad; nothing changes then.
   void retain(std::size_t layer, span<const index_t> keep) {
     constexpr const char* where = "depthkv::kv_cache::retain";
-    check_layer(where, layer);
-    std::size_t min_len = at(layer, 0).len;
-    for (std::size_t h = 1; h < n_heads_; ++h) min_len = std::min(min_len, at(layer, h).len);
-    detail::check_keep_list(where, keep, min_len);
+    detail::check_keep_list(where, keep, length(layer));  // length(layer) throws for ragged heads
     for (std::size_t h = 0; h < n_heads_; ++h) retain_unchecked(at(layer, h), keep);
   }
   // Keeps exactly the rows `keep` (strictly ascending) of one head.
@@ -285,6 +271,45 @@ class kv_cache {
     DEPTHKV_CHECK(s.n_heads == n_heads_ && s.head_dim == head_dim_, where, name, " has shape [", s.n_heads, "][",
                   s.n_tokens, "][", s.head_dim, "], expected [", n_heads_, "][n][", head_dim_, "]");
   }
+  // Layer, shapes and capacity of an append of k/v's tokens.
+  void check_append(const char* where, std::size_t layer, const kv_view<const T>& k, const kv_view<const T>& v) const {
+    check_layer(where, layer);
+    check_append_shape(where, "k", k.shape());
+    check_append_shape(where, "v", v.shape());
+    const std::size_t n = k.n_tokens();
+    DEPTHKV_CHECK(n == v.n_tokens(), where, "k has ", n, " tokens but v has ", v.n_tokens());
+    for (std::size_t h = 0; h < n_heads_; ++h) {
+      const head_store& s = at(layer, h);
+      DEPTHKV_CHECK(n <= s.cap - s.len, where, "appending ", n, " tokens to layer ", layer, " head ", h,
+                    " (length ", s.len, ") exceeds its capacity ", s.cap);
+    }
+  }
+  // The first appended position must be above every position the layer holds.
+  void check_above_last(const char* where, std::size_t layer, pos_t first) const {
+    for (std::size_t h = 0; h < n_heads_; ++h) {
+      const head_store& s = at(layer, h);
+      DEPTHKV_CHECK(s.len == 0 || first > s.pos.data()[s.len - 1], where, "positions[0] = ", first,
+                    " is not above the last position ", s.pos.data()[s.len - 1], " of layer ", layer, " head ", h);
+    }
+  }
+  // Copies the rows and writes position_at(i) for token i; pre: check_append passed. Writes only
+  // this layer's heads (no shared scratch), so appends to different layers may run concurrently.
+  template <class PositionAt>
+  void append_unchecked(std::size_t layer, const kv_view<const T>& k, const kv_view<const T>& v,
+                        PositionAt&& position_at) noexcept {
+    const std::size_t n = k.n_tokens();
+    if (n == 0) return;
+    const std::size_t row_bytes = head_dim_ * sizeof(T);
+    for (std::size_t h = 0; h < n_heads_; ++h) {
+      head_store& s = at(layer, h);
+      for (std::size_t t = 0; t < n; ++t) {
+        std::memcpy(s.k.data() + (s.len + t) * head_dim_, k.row(h, t), row_bytes);
+        std::memcpy(s.v.data() + (s.len + t) * head_dim_, v.row(h, t), row_bytes);
+        s.pos.data()[s.len + t] = position_at(t);
+      }
+      s.len += n;
+    }
+  }
   void retain_unchecked(head_store& s, span<const index_t> keep) noexcept {
     detail::compact_rows_unchecked(s.key_rows(head_dim_), keep.data(), keep.size());
     detail::compact_rows_unchecked(s.value_rows(head_dim_), keep.data(), keep.size());
@@ -304,8 +329,7 @@ class kv_cache {
   }
 
   std::size_t n_layers_ = 0, n_heads_ = 0, head_dim_ = 0;
-  std::vector<head_store> heads_;   // [layer][kv_head]
-  std::vector<pos_t> scratch_pos_;  // reused by append(first_position)
+  std::vector<head_store> heads_;  // [layer][kv_head]
 };
 
 }  // namespace depthkv

@@ -1,4 +1,5 @@
 // Owning, 64-byte aligned, uninitialised array of trivially copyable T.
+// Internal header: not part of the depthkv API (may change in any release); include a public header.
 #pragma once
 
 #include <cstddef>

@@ -1,6 +1,7 @@
 // Overflow-checked size arithmetic for the argument checks at public entries (internal header).
 // Every size computed from caller-supplied counts, strides or lengths goes through these, so a
 // SIZE_MAX-class value is reported as a depthkv::error instead of wrapping past a check.
+// Internal header: not part of the depthkv API (may change in any release); include a public header.
 #pragma once
 
 #include <cstddef>

@@ -2,6 +2,7 @@
 // more than it holds, never zero-fills. The kernels' scratch types are built from it rather than
 // std::vector, so that no standard-library code compiled with another TU's -m flags sits on
 // their path (detail/target.hpp).
+// Internal header: not part of the depthkv API (may change in any release); include a public header.
 #pragma once
 
 #include <cstddef>

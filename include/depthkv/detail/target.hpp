@@ -15,6 +15,7 @@
 // compiles the path under a TU-specific namespace (DEPTHKV_AVX2_NS / DEPTHKV_AVX512_NS) and only
 // declares the shared names weakly: the program uses a copy from a TU built without the extra
 // flags when it has one (the same code in every such TU), else that TU's own copy.
+// Internal header: not part of the depthkv API (may change in any release); include a public header.
 #pragma once
 
 // DEPTHKV_PORTABLE_ONLY (define before including depthkv) compiles the portable path only.

@@ -6,15 +6,18 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
+#include <algorithm>
 #include <iterator>
 #include <limits>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <type_traits>
 #include <utility>
 #include <vector>
 
-#include "depthkv/cache/kv_view.hpp"
+#include "depthkv/view/kv_view.hpp"
 #include "depthkv/config.hpp"
 #include "depthkv/detail/checked.hpp"
 #include "depthkv/error.hpp"
@@ -46,15 +49,17 @@ struct score_scratch {
 
 namespace detail {
 
-// Checks that window_scores will accept the last `w` (0: all) of the layer's queries for this head.
+// Checks that window_scores will accept the last `w` (unset: all) of the layer's queries for this head.
 template <class T>
-void check_queries(const char* where, const head_input<T>& in, std::size_t w, float scale) {
+void check_queries(const char* where, const head_input<T>& in, std::optional<std::size_t> w,
+                   std::optional<float> scale) {
   DEPTHKV_CHECK(in.queries != nullptr && !in.queries->empty(), where, "needs the layer's window queries (layer ",
                 in.layer, ")");
-  DEPTHKV_CHECK(w <= in.queries->w, where, "window ", w, " exceeds the ", in.queries->w, " queries given");
+  DEPTHKV_CHECK(!w || (*w > 0 && *w <= in.queries->w), where, "window ", w.value_or(0), " must be in [1, ",
+                in.queries->w, "] (the queries given)");
   DEPTHKV_CHECK(in.query_positions.empty() || in.query_positions.size() == in.queries->w, where,
                 "query_positions has ", in.query_positions.size(), " entries, expected ", in.queries->w);
-  const std::size_t used = w == 0 ? in.queries->w : w;
+  const std::size_t used = w.value_or(in.queries->w);
   window_options o;
   o.scale = scale;
   if (!in.query_positions.empty())
@@ -64,7 +69,7 @@ void check_queries(const char* where, const head_input<T>& in, std::size_t w, fl
 }
 
 template <class T>
-window_options window_opts(const head_input<T>& in, gqa_reduce reduce, float scale) {
+window_options window_opts(const head_input<T>& in, gqa_reduce reduce, std::optional<float> scale) {
   window_options o;
   o.reduce = reduce;
   o.scale = scale;
@@ -74,18 +79,18 @@ window_options window_opts(const head_input<T>& in, gqa_reduce reduce, float sca
 
 }  // namespace detail
 
-// SnapKV: attention of the last `window` queries (all given ones when 0) to each cached token,
+// SnapKV: attention of the last `window` queries (unset: all given ones) to each cached token,
 // summed over the window, reduced over the GQA group, then pooled (kernel 5, avg by default).
 // Protect the window itself with n_recent >= window (the SnapKV recipe).
 struct snapkv {
   static constexpr const char* name = "snapkv";
   std::size_t n_sink = 0;
   std::size_t n_recent = 0;
-  std::size_t window = 0;
+  std::optional<std::size_t> window{};  // queries used, in [1, w]; unset: all given
   std::size_t kernel = 5;
   pool_kind pool = pool_kind::avg;
   gqa_reduce reduce = gqa_reduce::mean;
-  float scale = 0.f;  // 0: 1/sqrt(head_dim)
+  std::optional<float> scale{};  // unset: 1/sqrt(head_dim)
 
   template <class T>
   void check(const head_input<T>& in) const {
@@ -95,7 +100,7 @@ struct snapkv {
   }
   template <class T>
   void score(const head_input<T>& in, span<float> out, score_scratch& s) const {
-    const std::size_t w = window == 0 ? in.queries->w : window;
+    const std::size_t w = window.value_or(in.queries->w);
     const window_queries q = in.queries->last(w);
     window_options o = detail::window_opts(in, reduce, scale);
     if (!o.query_positions.empty()) o.query_positions = o.query_positions.subspan(o.query_positions.size() - w, w);
@@ -113,11 +118,11 @@ struct tova {
   static constexpr const char* name = "tova";
   std::size_t n_sink = 0;
   std::size_t n_recent = 0;
-  float scale = 0.f;
+  std::optional<float> scale{};  // unset: 1/sqrt(head_dim)
 
   template <class T>
   void check(const head_input<T>& in) const {
-    detail::check_queries("depthkv::tova", in, 1, scale);
+    detail::check_queries("depthkv::tova", in, std::size_t{1}, scale);
   }
   template <class T>
   void score(const head_input<T>& in, span<float> out, score_scratch& s) const {
@@ -127,8 +132,9 @@ struct tova {
   }
 };
 
-// StreamingLLM: keeps the first n_sink and the most recent tokens; no scores (score = row index,
-// exact for heads below 2^24 rows), so with keep k it keeps n_sink sinks + the last k - n_sink.
+// StreamingLLM: keeps the first n_sink and the most recent tokens: with keep k, n_sink sinks +
+// the last k - n_sink. Scores rise strictly with the row index (see recency_score), so rows do
+// not tie.
 struct streaming {
   static constexpr const char* name = "streaming";
   std::size_t n_sink = 4;
@@ -138,7 +144,21 @@ struct streaming {
   void check(const head_input<T>&) const {}
   template <class T>
   void score(const head_input<T>& in, span<float> out, score_scratch&) const noexcept {
-    for (std::size_t j = 0; j < in.keys.n; ++j) out[j] = static_cast<float>(j);
+    const std::size_t n = in.keys.n;
+    for (std::size_t j = 0; j < n; ++j) out[j] = recency_score(n - 1 - j);
+  }
+  // A float that falls strictly as `age` (rows from the newest) grows, for age up to
+  // 2 * 0x7F7FFFFF (4.278e9 of the 2^32 - 1 rows a head may hold; older rows tie at -FLT_MAX):
+  // the newest row is FLT_MAX, then the finite floats in descending order, through +0 and
+  // -denorm_min down to -FLT_MAX. Plain float(j) ties beyond 2^24 rows, and ties keep the oldest.
+  static float recency_score(std::size_t age) noexcept {
+    constexpr std::uint32_t top = 0x7F7FFFFFu;  // bits of FLT_MAX
+    std::uint32_t bits;
+    if (age <= top) bits = top - static_cast<std::uint32_t>(age);                          // +FLT_MAX .. +0
+    else bits = 0x80000000u | static_cast<std::uint32_t>(std::min<std::size_t>(age - top, top));  // -denorm .. -FLT_MAX
+    float f;
+    std::memcpy(&f, &bits, sizeof f);
+    return f;
   }
 };
 
@@ -359,7 +379,7 @@ inline constexpr const char* policy_names[] = {"snapkv", "h2o", "tova", "knorm",
 struct policy_config {
   std::size_t n_sink = 0;
   std::size_t n_recent = 0;
-  std::size_t window = 0;           // snapkv
+  std::optional<std::size_t> window{};  // snapkv: unset = all given queries
   std::size_t kernel = 5;           // snapkv
   pool_kind pool = pool_kind::avg;  // snapkv
   gqa_reduce reduce = gqa_reduce::mean;

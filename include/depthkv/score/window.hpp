@@ -7,9 +7,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <optional>
 #include <vector>
 
-#include "depthkv/cache/kv_view.hpp"
+#include "depthkv/view/kv_view.hpp"
 #include "depthkv/config.hpp"
 #include "depthkv/error.hpp"
 #include "depthkv/detail/grow_buffer.hpp"
@@ -27,7 +28,6 @@ DEPTHKV_BASELINE_BEGIN  // the same machine code in every TU (detail/target.hpp)
 // How the query heads of one kv head's GQA group are combined into one score per token.
 enum class gqa_reduce { mean, max };
 
-constexpr const char* gqa_reduce_name(gqa_reduce r) noexcept { return r == gqa_reduce::mean ? "mean" : "max"; }
 
 // The last w queries of one layer, f32 [n_heads][w][head_dim]: row (h, i) is head_dim dense
 // floats at data + h * head_stride + i * query_stride. Non-owning. Query head h belongs to kv
@@ -85,7 +85,7 @@ struct window_queries {
 // A query that sees no key contributes nothing.
 struct window_options {
   gqa_reduce reduce = gqa_reduce::mean;
-  float scale = 0.f;                     // softmax scale of q.k; 0 means 1/sqrt(head_dim)
+  std::optional<float> scale{};          // softmax scale of q.k (> 0); unset: 1/sqrt(head_dim)
   span<const pos_t> query_positions{};   // see above
 };
 
@@ -158,8 +158,8 @@ void check_window_args(const char* where, const window_queries& q, std::size_t n
   const std::size_t need = std::max(window_simd_plan::floats(keys.n, keys.dim, g), window_scratch_scalar(keys.n, keys.dim));
   DEPTHKV_CHECK(need < size_max / sizeof(float), where, "keys n ", keys.n, ", head_dim ", keys.dim, " and ", g,
                 " query heads per kv head need more scratch than size_t can count");
-  DEPTHKV_CHECK(opt.scale >= 0.f && std::isfinite(opt.scale), where, "scale must be finite and >= 0, got ",
-                opt.scale);
+  DEPTHKV_CHECK(!opt.scale || (*opt.scale > 0.f && std::isfinite(*opt.scale)), where,
+                "scale must be finite and > 0 when given, got ", opt.scale.value_or(0.f));
   if (opt.query_positions.empty()) {
     DEPTHKV_CHECK(keys.n >= q.w, where, "the window's ", q.w, " queries must be the last cached keys, but only ",
                   keys.n, " keys are cached (pass query_positions otherwise)");
@@ -215,7 +215,7 @@ void window_scores(const window_queries& q, std::size_t n_kv_heads, std::size_t 
   job.w = q.w;
   job.d = d;
   job.n = n;
-  job.qscale = opt.scale > 0.f ? opt.scale : 1.f / std::sqrt(static_cast<float>(d));
+  job.qscale = opt.scale ? *opt.scale : 1.f / std::sqrt(static_cast<float>(d));
   job.limit = limit;
   job.reduce_max = opt.reduce == gqa_reduce::max;
   detail::window_on(active_isa(), job, static_cast<const U*>(keys.data), keys.stride, out.data(), scratch.floats());

@@ -9,7 +9,8 @@
 #include <cstdint>
 #include <cstring>
 
-#include "depthkv/cache/kv_view.hpp"
+#include "depthkv/view/kv_view.hpp"
+#include "depthkv/view/positions.hpp"
 #include "depthkv/config.hpp"
 #include "depthkv/error.hpp"
 #include "depthkv/select/detail/compact_kernels.hpp"
@@ -81,17 +82,33 @@ void compact_rows(rows_view<T> rows, span<const index_t> keep) {
   detail::compact_rows_unchecked(rows, keep.data(), keep.size());
 }
 
-// Keeps tokens `keep` of every head of one layer's K and V views, in place; when `positions`
-// ([n_heads][positions_head_stride] int32, or null) is given, positions move with their rows.
-// For engines whose token slots are shared across heads, pass positions_head_stride 0: the
-// single position row is compacted once. Throws before mutating on a bad list or shape mismatch.
+namespace detail {
+// Throws unless k and v have the same shape.
 template <class T>
-void retain(kv_view<T> k, kv_view<T> v, span<const index_t> keep, pos_t* positions = nullptr,
-            std::ptrdiff_t positions_head_stride = 0) {
+void check_same_shape(const char* where, const kv_view<T>& k, const kv_view<T>& v) {
+  DEPTHKV_CHECK(k.shape() == v.shape(), where, "K shape [", k.n_heads(), "][", k.n_tokens(), "][", k.head_dim(),
+                "] != V shape [", v.n_heads(), "][", v.n_tokens(), "][", v.head_dim(), "]");
+}
+
+// Throws unless per-head position rows of n entries are distinct for n_heads heads.
+inline void check_positions(const char* where, const layer_positions& p, std::size_t n_heads, std::size_t n) {
+  if (p.which() != layer_positions::kind::per_head || n_heads < 2) return;
+  DEPTHKV_CHECK(abs_stride(p.head_stride()) >= n, where, "positions head_stride ", p.head_stride(),
+                " overlaps rows of ", n, " positions");
+}
+}  // namespace detail
+
+// Keeps tokens `keep` (strictly ascending, < n_tokens) of every head of one layer's K and V
+// views, in place; positions move with their rows (a shared row once). k, v: the same shape,
+// any layout. Throws depthkv::error before mutating on a bad list or shape mismatch.
+// Complexity: O(n_heads * keep.size() * head_dim) row copies.
+template <class T>
+void retain(kv_view<T> k, kv_view<T> v, span<const index_t> keep,
+            const layer_positions& positions = layer_positions::none()) {
   constexpr const char* where = "depthkv::retain";
-  DEPTHKV_CHECK(k.shape() == v.shape(), where, "K shape [", k.n_heads(), "][", k.n_tokens(), "][",
-                k.head_dim(), "] != V shape [", v.n_heads(), "][", v.n_tokens(), "][", v.head_dim(), "]");
+  detail::check_same_shape(where, k, v);
   detail::check_keep_list(where, keep, k.n_tokens());
+  detail::check_positions(where, positions, k.n_heads(), k.n_tokens());
   rows_view<T> k_slots, v_slots;
   if (detail::as_token_slots(k, k_slots) && detail::as_token_slots(v, v_slots)) {
     detail::compact_rows_unchecked(k_slots, keep.data(), keep.size());
@@ -102,29 +119,31 @@ void retain(kv_view<T> k, kv_view<T> v, span<const index_t> keep, pos_t* positio
       detail::compact_rows_unchecked(v.head(h), keep.data(), keep.size());
     }
   }
-  if (positions) {
-    const std::size_t rows = positions_head_stride == 0 ? 1 : k.n_heads();
-    for (std::size_t h = 0; h < rows; ++h)
-      detail::compact_values_unchecked(positions + static_cast<std::ptrdiff_t>(h) * positions_head_stride,
-                                       keep.data(), keep.size());
-  }
+  if (positions.empty()) return;
+  const std::size_t rows = positions.which() == layer_positions::kind::shared ? 1 : k.n_heads();
+  for (std::size_t h = 0; h < rows; ++h) detail::compact_values_unchecked(positions.head(h), keep.data(), keep.size());
 }
 
-// Keeps tokens `keep` of head `head` only (the first `n_rows` rows of that head are live;
-// default: the view's n_tokens). `positions` (or null) is that head's position row.
+// Keeps tokens `keep` of head `head` only, whose first `live.value` (<= n_tokens) rows hold
+// tokens; `head_positions` ([live], or null for none) moves with them. Throws before mutating.
+template <class T>
+void retain_head(kv_view<T> k, kv_view<T> v, std::size_t head, tokens live, span<const index_t> keep,
+                 pos_t* head_positions) {
+  constexpr const char* where = "depthkv::retain_head";
+  detail::check_same_shape(where, k, v);
+  DEPTHKV_CHECK(head < k.n_heads(), where, "head ", head, " out of range (n_heads ", k.n_heads(), ")");
+  DEPTHKV_CHECK(live.value <= k.n_tokens(), where, "live rows ", live.value, " > view's n_tokens ", k.n_tokens());
+  detail::check_keep_list(where, keep, live.value);
+  detail::compact_rows_unchecked(k.head(head, live.value), keep.data(), keep.size());
+  detail::compact_rows_unchecked(v.head(head, live.value), keep.data(), keep.size());
+  if (head_positions) detail::compact_values_unchecked(head_positions, keep.data(), keep.size());
+}
+
+// Same, for a head whose n_tokens rows all hold tokens.
 template <class T>
 void retain_head(kv_view<T> k, kv_view<T> v, std::size_t head, span<const index_t> keep,
-                 pos_t* positions = nullptr, std::size_t n_rows = static_cast<std::size_t>(-1)) {
-  constexpr const char* where = "depthkv::retain_head";
-  DEPTHKV_CHECK(k.shape() == v.shape(), where, "K shape [", k.n_heads(), "][", k.n_tokens(), "][",
-                k.head_dim(), "] != V shape [", v.n_heads(), "][", v.n_tokens(), "][", v.head_dim(), "]");
-  DEPTHKV_CHECK(head < k.n_heads(), where, "head ", head, " out of range (n_heads ", k.n_heads(), ")");
-  if (n_rows == static_cast<std::size_t>(-1)) n_rows = k.n_tokens();
-  DEPTHKV_CHECK(n_rows <= k.n_tokens(), where, "n_rows ", n_rows, " > view's n_tokens ", k.n_tokens());
-  detail::check_keep_list(where, keep, n_rows);
-  detail::compact_rows_unchecked(k.head(head, n_rows), keep.data(), keep.size());
-  detail::compact_rows_unchecked(v.head(head, n_rows), keep.data(), keep.size());
-  if (positions) detail::compact_values_unchecked(positions, keep.data(), keep.size());
+                 pos_t* head_positions = nullptr) {
+  retain_head(k, v, head, tokens{k.n_tokens()}, keep, head_positions);
 }
 
 DEPTHKV_BASELINE_END

@@ -25,6 +25,7 @@
 #include "depthkv/select/detail/topk_driver.hpp"
 #include "depthkv/select/topk_options.hpp"
 #include "depthkv/types.hpp"
+#include "depthkv/view/strided_rows.hpp"
 
 namespace depthkv {
 DEPTHKV_BASELINE_BEGIN  // the same machine code in every TU (detail/target.hpp)
@@ -46,6 +47,19 @@ inline std::size_t check_topk_row(const char* where, std::size_t n, std::size_t 
   return m;
 }
 
+// Throws unless rows (n_rows > 0) do not overlap (stride >= length when n_rows > 1) and the
+// last row, ending at (n_rows - 1) * stride + length (overflow-checked), lies within data.
+template <class T>
+void check_strided_rows(const char* where, const char* name, const strided_rows<T>& r) {
+  DEPTHKV_CHECK(r.n_rows == 1 || r.stride >= r.length, where, name, ".stride ", r.stride, " < ", name,
+                ".length ", r.length);
+  const std::size_t end = checked_add(where, checked_mul(where, r.n_rows - 1, r.stride, name, ".stride ", r.stride,
+                                                         " for ", r.n_rows, " rows"),
+                                      r.length, name, ": ", r.n_rows, " rows of ", r.length, " (stride ", r.stride, ")");
+  DEPTHKV_CHECK(end <= r.data.size(), where, name, " has ", r.data.size(), " elements, need ", end, " for ", r.n_rows,
+                " rows of ", r.length, " (stride ", r.stride, ")");
+}
+
 }  // namespace detail
 
 // Writes the indices of the min(k, n) largest scores into out[0..), ascending, and returns
@@ -63,40 +77,29 @@ inline std::size_t topk(span<const float> scores, std::size_t k, span<index_t> o
   return topk(scores, k, out, opt, scratch);
 }
 
-// Batched top-k over rows (one score row per kv head): row h is scores[h * score_stride ..
-// + n), its k is ks[h], and its min(ks[h], n) indices go to out[h * out_stride ..). counts (if
-// not empty, size n_rows) receives min(ks[h], n). Every row is validated before any is written.
-// Pre-conditions checked: ks.size() == n_rows, score_stride >= n, scores and out large
-// enough (every row start h * out_stride within out), out rows do not overlap (out_stride >=
-// every min(ks[h], n) but the last), and no stride arithmetic overflows size_t.
-inline void topk_rows(span<const float> scores, std::size_t n_rows, std::size_t n, std::size_t score_stride,
-                      span<const std::size_t> ks, span<index_t> out, std::size_t out_stride, span<std::size_t> counts,
-                      const topk_options& opt, topk_scratch& scratch) {
+// Batched top-k, one row per kv head: row h of `scores` ([n_rows][length], row stride
+// scores.stride) keeps its min(ks[h], length) largest scores, whose indices go to row h of
+// `out` (out.length: room per row, >= every min(ks[h], length)), ascending. counts ([n_rows],
+// or empty when not wanted) receives min(ks[h], length).
+// Errors (depthkv::error, before any row is written): ks or counts of the wrong size, out with
+// another n_rows, a stride below its length, rows beyond their span (all extents are
+// overflow-checked), a row whose protected positions exceed its k.
+// Complexity: O(n_rows * length) expected, no allocation once scratch has grown.
+inline void topk_rows(strided_rows<const float> scores, span<const std::size_t> ks, strided_rows<index_t> out,
+                      span<std::size_t> counts, const topk_options& opt, topk_scratch& scratch) {
   constexpr const char* where = "depthkv::topk_rows";
-  DEPTHKV_CHECK(ks.size() == n_rows, where, "ks has ", ks.size(), " entries, expected n_rows = ", n_rows);
+  const std::size_t n_rows = scores.n_rows, n = scores.length;
+  DEPTHKV_CHECK(ks.size() == n_rows, where, "ks has ", ks.size(), " entries, expected scores.n_rows = ", n_rows);
+  DEPTHKV_CHECK(out.n_rows == n_rows, where, "out.n_rows ", out.n_rows, " != scores.n_rows ", n_rows);
   DEPTHKV_CHECK(counts.empty() || counts.size() == n_rows, where, "counts has ", counts.size(),
                 " entries, expected 0 or n_rows = ", n_rows);
   if (n_rows == 0) return;
-  DEPTHKV_CHECK(n_rows == 1 || score_stride >= n, where, "score_stride ", score_stride, " < n ", n);
-  // Last row's end and start, overflow-checked: afterwards h * score_stride and h * out_stride
-  // (h < n_rows) cannot wrap.
-  const std::size_t score_end = detail::checked_add(
-      where, detail::checked_mul(where, n_rows - 1, score_stride, "score_stride ", score_stride, " for ", n_rows, " rows"),
-      n, "score_stride ", score_stride, " for ", n_rows, " rows of ", n);
-  DEPTHKV_CHECK(score_end <= scores.size(), where, "scores has ", scores.size(), " elements, need ", score_end,
-                " for ", n_rows, " rows of ", n, " (score_stride ", score_stride, ")");
-  (void)detail::checked_mul(where, n_rows - 1, out_stride, "out_stride ", out_stride, " for ", n_rows, " rows");
-  for (std::size_t h = 0; h < n_rows; ++h) {
-    const std::size_t base = h * out_stride;
-    DEPTHKV_CHECK(base <= out.size(), where, "out has ", out.size(), " entries, but row ", h, " starts at ", base,
-                  " (out_stride ", out_stride, ")");
-    const std::size_t room = out.size() - base;
-    detail::check_topk_row(where, n, ks[h], h + 1 < n_rows ? std::min(room, out_stride) : room, opt);
-  }
+  detail::check_strided_rows(where, "scores", scores);
+  detail::check_strided_rows(where, "out", out);
+  for (std::size_t h = 0; h < n_rows; ++h) detail::check_topk_row(where, n, ks[h], out.length, opt);
   const isa path = active_isa();
   for (std::size_t h = 0; h < n_rows; ++h) {
-    const std::size_t m =
-        detail::topk_row_on(path, scores.data() + h * score_stride, n, ks[h], out.data() + h * out_stride, opt, scratch);
+    const std::size_t m = detail::topk_row_on(path, scores.row(h), n, ks[h], out.row(h), opt, scratch);
     if (!counts.empty()) counts[h] = m;
   }
 }

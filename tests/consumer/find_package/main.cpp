@@ -5,11 +5,11 @@
 #include <vector>
 
 int main() {
-  depthkv::kv_cache<float> cache(2, 2, 4, 8);
+  depthkv::kv_cache<float> cache(depthkv::layers{2}, depthkv::heads{2}, depthkv::dim{4}, 8);
   std::vector<float> k(2 * 8 * 4), v(2 * 8 * 4);
   for (std::size_t i = 0; i < k.size(); ++i) k[i] = v[i] = static_cast<float>(i);
-  auto kv = depthkv::kv_view<const float>::hnd(k.data(), 2, 8, 4);
-  auto vv = depthkv::kv_view<const float>::hnd(v.data(), 2, 8, 4);
+  auto kv = depthkv::kv_view<const float>::hnd(k.data(), depthkv::kv_shape(depthkv::heads{2}, depthkv::tokens{8}, depthkv::dim{4}));
+  auto vv = depthkv::kv_view<const float>::hnd(v.data(), depthkv::kv_shape(depthkv::heads{2}, depthkv::tokens{8}, depthkv::dim{4}));
   cache.append(0, kv, vv, 0);
   const std::vector<depthkv::index_t> keep{0, 3, 7};
   cache.retain(0, keep);

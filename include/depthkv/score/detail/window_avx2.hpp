@@ -1,4 +1,5 @@
 // AVX2+FMA vector traits for the window-scoring kernel (8 f32 lanes, 16 registers).
+// Internal header: not part of the depthkv API (may change in any release); include a public header.
 #pragma once
 
 #include "depthkv/config.hpp"

@@ -1,4 +1,5 @@
 // AVX-512 vector traits for the window-scoring kernel (16 f32 lanes, 32 registers).
+// Internal header: not part of the depthkv API (may change in any release); include a public header.
 #pragma once
 
 #include "depthkv/config.hpp"

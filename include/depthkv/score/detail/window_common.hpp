@@ -1,6 +1,7 @@
 // Shared pieces of the window-scoring kernels: the validated job description, tiling of the
 // query rows, scratch sizing, and the portable scalar kernel (the reference the SIMD paths
 // are tested against).
+// Internal header: not part of the depthkv API (may change in any release); include a public header.
 #pragma once
 
 #include <algorithm>

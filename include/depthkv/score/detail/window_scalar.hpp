@@ -18,6 +18,7 @@
 //    per-lane sum S_b and reference max M_b recorded;
 //  - at the end Z = sum_b S_b 2^(M_b - M) (double) and one pass adds
 //    sum_lane E[j][lane] 2^(M_b - M) / Z to each key's score.
+// Internal header: not part of the depthkv API (may change in any release); include a public header.
 #pragma once
 
 #include <algorithm>

@@ -18,6 +18,7 @@
 // in L1, and its per-lane sum S_g recorded. At the end Z = sum_g S_g 2^(M_g - M) (double) and a
 // single pass adds sum_lane E[j][lane] 2^(M_g - M) / Z to each key's score, 16 (8) keys at a time
 // through a transposing reduction.
+// Internal header: not part of the depthkv API (may change in any release); include a public header.
 
 template <class VT>
 struct window_simd {

@@ -2,6 +2,7 @@
 // Fixed-size paths for the common row sizes (head_dim 64/128 in f16/bf16/f32: 128, 256 and
 // 512 bytes) load the whole row into registers and store it; other sizes use 64-byte (or
 // 32-byte) chunks with a masked (or scalar) tail. Scalar: memcpy per row.
+// Internal header: not part of the depthkv API (may change in any release); include a public header.
 #pragma once
 
 #include <cstddef>

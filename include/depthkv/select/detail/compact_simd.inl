@@ -1,6 +1,7 @@
 // The SIMD row-move loop of one kernel path (internal; no include guard): included by each
 // SIMD path inside its namespace and target region, after its `copier` (copy_fixed<Bytes>(d, s):
 // a whole row in registers; copy_any(d, s, bytes)). Defines the path's entry point move_rows.
+// Internal header: not part of the depthkv API (may change in any release); include a public header.
 
 template <class Copy, std::size_t Bytes, bool Prefetch, bool Stream>
 inline void move_fixed(const row_move& m, const index_t* keep, std::size_t first, std::size_t k) noexcept {

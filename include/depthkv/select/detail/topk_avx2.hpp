@@ -1,5 +1,6 @@
 // AVX2 top-k kernels: 8 scores per step; compare -> movemask -> permutation from a 256-entry
 // table packs the selected lanes to the front -> plain store.
+// Internal header: not part of the depthkv API (may change in any release); include a public header.
 #pragma once
 
 #include "depthkv/config.hpp"

@@ -1,5 +1,6 @@
 // AVX-512 top-k kernels: 16 scores per step; compare -> mask -> compress into a register ->
 // plain store (the memory form of vpcompressd is microcoded on Zen 4, ~10x slower).
+// Internal header: not part of the depthkv API (may change in any release); include a public header.
 #pragma once
 
 #include "depthkv/config.hpp"

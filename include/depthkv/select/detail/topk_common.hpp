@@ -1,6 +1,7 @@
 // Shared pieces of the top-k kernels: the order-preserving float -> int32 key map, the exact
 // small-range select, and the kernel-set contract. Plain code, compiled for the x86-64 baseline
 // (every path inlines it).
+// Internal header: not part of the depthkv API (may change in any release); include a public header.
 #pragma once
 
 #include <algorithm>

@@ -1,4 +1,5 @@
 // The top-k kernel paths and the switch that runs one of them (internal).
+// Internal header: not part of the depthkv API (may change in any release); include a public header.
 #pragma once
 
 #include <cstddef>

@@ -3,6 +3,7 @@
 // the driver is compiled for the path's instruction set and inlines its kernels. Defines the
 // path's entry point topk_row. Finds the exact threshold key with sampled brackets and
 // vectorized filter passes, then runs one order-preserving emit pass.
+// Internal header: not part of the depthkv API (may change in any release); include a public header.
 
 // Exact threshold of x[0..len) (1 <= rank <= len) by the kernel's quickselect on its keys.
 template <class K>

@@ -1,6 +1,7 @@
 // Portable top-k kernels (filter and emit passes) and their driver: the reference every SIMD
 // path must match. Compiled for the x86-64 baseline in every TU (the same code whatever the
 // TU's -m flags); plain C++ that compilers vectorise at the baseline ISA.
+// Internal header: not part of the depthkv API (may change in any release); include a public header.
 #pragma once
 
 #include <algorithm>

@@ -1,6 +1,7 @@
 // The exact three-way quickselect of one kernel path (internal; no include guard): included by
 // each SIMD path's header inside its namespace and target region, before its `topk_kernels`,
 // whose select() runs it with the path's vector partition.
+// Internal header: not part of the depthkv API (may change in any release); include a public header.
 
 // Quickselect of the rank-th largest of keys[0..len) with a three-way partition; tmp has room
 // for len keys. Partition(src, len, p, dst, ngt, nlt) is the ISA part: it writes the keys > p to

@@ -1,11 +1,12 @@
-// Non-owning views over K/V memory an engine owns: one head's rows, and one layer's heads.
+// Non-owning view of one layer's K (or V) in engine memory: [n_heads][n_tokens][head_dim], any strides.
 #pragma once
 
 #include <cstddef>
 #include <cstdlib>
 #include <type_traits>
 
-#include "depthkv/cache/layout.hpp"
+#include "depthkv/view/rows_view.hpp"
+#include "depthkv/view/shape.hpp"
 #include "depthkv/config.hpp"
 #include "depthkv/detail/checked.hpp"
 #include "depthkv/detail/target.hpp"
@@ -14,62 +15,6 @@
 
 namespace depthkv {
 DEPTHKV_BASELINE_BEGIN  // the same machine code in every TU (detail/target.hpp)
-
-// Rows of one head: row t is `dim` dense elements at data + t * stride. Non-owning.
-// T may be const. Kernels (score, compact) work on this; it is valid for any layout.
-template <class T>
-struct rows_view {
-  T* data = nullptr;
-  std::size_t n = 0;          // rows
-  std::size_t dim = 0;        // elements per row
-  std::ptrdiff_t stride = 0;  // elements between consecutive rows (>= dim)
-
-  T* row(std::size_t t) const noexcept {
-    DEPTHKV_ASSERT(t < n);
-    return data + static_cast<std::ptrdiff_t>(t) * stride;
-  }
-  operator rows_view<const T>() const noexcept { return {data, n, dim, stride}; }
-};
-
-namespace detail {
-inline std::size_t abs_stride(std::ptrdiff_t s) noexcept {
-  // -(s + 1) + 1 instead of -s: PTRDIFF_MIN has no positive counterpart.
-  return s < 0 ? static_cast<std::size_t>(-(s + 1)) + 1 : static_cast<std::size_t>(s);
-}
-
-// Largest element offset a view may address: byte offsets must fit in ptrdiff_t.
-template <class T>
-constexpr std::size_t max_view_elements() noexcept {
-  return ptrdiff_max / sizeof(T);
-}
-
-// Throws unless `rows` addresses a valid range: data set when rows exist, dim > 0, rows that do
-// not overlap (|stride| >= dim when n > 1), and (n - 1) * |stride| + dim elements whose byte
-// offsets fit in ptrdiff_t.
-template <class T>
-void check_rows_view(const char* where, const char* name, const rows_view<T>& rows) {
-  if (rows.n == 0) return;
-  DEPTHKV_CHECK(rows.dim > 0, where, name, ".dim must be > 0 for ", rows.n, " rows");
-  DEPTHKV_CHECK(rows.data != nullptr, where, name, ".data is null for ", rows.n, " rows");
-  const std::size_t st = abs_stride(rows.stride);
-  DEPTHKV_CHECK(rows.n == 1 || st >= rows.dim, where, name, ".stride ", rows.stride, " overlaps rows of dim ",
-                rows.dim);
-  std::size_t span_elems = 0;
-  DEPTHKV_CHECK(mul_fits(rows.n - 1, st, span_elems) && add_fits(span_elems, rows.dim, span_elems) &&
-                    span_elems <= max_view_elements<T>(),
-                where, name, ": ", rows.n, " rows of stride ", rows.stride, " and dim ", rows.dim,
-                " address more than ", max_view_elements<T>(), " elements");
-}
-
-// a * b as an element stride, or throws naming the two counts.
-inline std::ptrdiff_t checked_stride(const char* where, std::size_t a, const char* a_name, std::size_t b,
-                                     const char* b_name) {
-  std::size_t r = 0;
-  DEPTHKV_CHECK(mul_fits(a, b, r) && r <= ptrdiff_max, where, a_name, " ", a, " * ", b_name, " ", b,
-                " overflows the element stride");
-  return static_cast<std::ptrdiff_t>(r);
-}
-}  // namespace detail
 
 // Non-owning view of one layer's K (or V): [n_heads][n_tokens][head_dim] addressed through
 // explicit element strides, so both NHD and HND engine buffers (and padded ones) work.
@@ -90,22 +35,22 @@ class kv_view {
     validate();
   }
 
-  // Dense NHD buffer [n_tokens][n_heads][head_dim].
-  static kv_view nhd(T* data, std::size_t n_tokens, std::size_t n_heads, std::size_t head_dim) {
-    const kv_shape s{n_heads, n_tokens, head_dim};
-    const auto token = detail::checked_stride("depthkv::kv_view::nhd", n_heads, "n_heads", head_dim, "head_dim");
-    return kv_view(data, s, kv_strides{static_cast<std::ptrdiff_t>(head_dim), token});
+  // Dense NHD buffer [n_tokens][n_heads][head_dim]. Throws as the constructor does.
+  static kv_view nhd(T* data, kv_shape shape) {
+    const auto token = detail::checked_stride("depthkv::kv_view::nhd", shape.n_heads, "n_heads", shape.head_dim,
+                                              "head_dim");
+    return kv_view(data, shape, kv_strides{static_cast<std::ptrdiff_t>(shape.head_dim), token});
   }
-  // HND buffer [n_heads][token_capacity][head_dim] whose first n_tokens slots per head are used.
-  static kv_view hnd(T* data, std::size_t n_heads, std::size_t n_tokens, std::size_t head_dim,
-                     std::size_t token_capacity = 0) {
-    if (token_capacity == 0) token_capacity = n_tokens;
-    DEPTHKV_CHECK(token_capacity >= n_tokens, "depthkv::kv_view::hnd",
-                  "token_capacity (", token_capacity, ") < n_tokens (", n_tokens, ")");
-    const kv_shape s{n_heads, n_tokens, head_dim};
-    const auto head =
-        detail::checked_stride("depthkv::kv_view::hnd", token_capacity, "token_capacity", head_dim, "head_dim");
-    return kv_view(data, s, kv_strides{head, static_cast<std::ptrdiff_t>(head_dim)});
+  // Dense HND buffer [n_heads][n_tokens][head_dim].
+  static kv_view hnd(T* data, kv_shape shape) { return hnd(data, shape, shape.n_tokens); }
+  // HND buffer [n_heads][token_capacity][head_dim] whose first shape.n_tokens slots per head are
+  // used. Throws when token_capacity < shape.n_tokens.
+  static kv_view hnd(T* data, kv_shape shape, std::size_t token_capacity) {
+    DEPTHKV_CHECK(token_capacity >= shape.n_tokens, "depthkv::kv_view::hnd", "token_capacity (", token_capacity,
+                  ") < n_tokens (", shape.n_tokens, ")");
+    const auto head = detail::checked_stride("depthkv::kv_view::hnd", token_capacity, "token_capacity",
+                                             shape.head_dim, "head_dim");
+    return kv_view(data, shape, kv_strides{head, static_cast<std::ptrdiff_t>(shape.head_dim)});
   }
 
   T* data() const noexcept { return data_; }
@@ -127,15 +72,6 @@ class kv_view {
     DEPTHKV_ASSERT(h < shape_.n_heads && n <= shape_.n_tokens);
     return {data_ + static_cast<std::ptrdiff_t>(h) * strides_.head, n, shape_.head_dim, strides_.token};
   }
-  // Same memory with only the first n_tokens tokens visible (n_tokens <= this->n_tokens()).
-  kv_view first_tokens(std::size_t n_tokens) const {
-    DEPTHKV_CHECK(n_tokens <= shape_.n_tokens, "depthkv::kv_view::first_tokens", "n_tokens (", n_tokens,
-                  ") > view's n_tokens (", shape_.n_tokens, ")");
-    kv_view v = *this;
-    v.shape_.n_tokens = n_tokens;
-    return v;
-  }
-
   operator kv_view<const T>() const noexcept {
     kv_view<const T> v;
     v.assign_unchecked(data_, shape_, strides_);
