@@ -1,8 +1,16 @@
 // allocate: reads a sensitivity profile (CSV) and prints the per-layer keep counts of every
 // allocator side by side, with totals and the loss each allocation predicts from the profile.
 //
+// Shows the budget layer on its own, without a model: depthkv::load_profile, an
+// allocation_request (lengths, minimums, a global budget as a ratio or in tokens),
+// depthkv::allocate by name over depthkv::allocator_names, and depthkv::predicted_loss.
+//
 //   allocate PROFILE.csv [--ratio R | --budget N] [--tokens N | --lengths a,b,...]
 //            [--min M] [--beta B] [--exponent P] [--sweep]
+//
+// Run from the repository root, after building (scripts/test.sh or cmake; see README.md):
+//   build/examples/allocate examples/data/sample_profile.csv --ratio 0.3 --sweep
+//   build/examples/allocate models/recall-6l/profile_snapkv.csv --tokens 1010 --min 20
 // Defaults: --ratio 0.2 --tokens 384 --min 36 (4 sink + 32 window) --beta 20 --exponent 1.
 // --sweep additionally prints the predicted loss of each allocator over a range of keep ratios.
 // The command line: examples/cli/allocate_args.cpp (`allocate --help`); bad arguments, a missing

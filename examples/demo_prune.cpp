@@ -1,5 +1,18 @@
-// Interim demo: fill a multi-layer KV cache, prune each layer to its own keep ratio with
-// top-k over a simple score (negative key L2 norm, "knorm"), and report memory before/after.
+// demo_prune: the smallest use of depthkv's cache and eviction kernels, without a model.
+//
+// Fills a depthkv::kv_cache<f16> (8 layers x 4 kv heads, head_dim 64) from engine-layout (NHD)
+// buffers through kv_view::nhd, scores every cached row with a simple score (negative key L2
+// norm, "knorm"), keeps each layer's own share of the tokens with depthkv::topk (protecting 4
+// sink and 32 recent rows), compacts with kv_cache::retain and shrink_to_fit, and reports the
+// kept positions and the KV memory before and after.
+//
+//   demo_prune [TOKENS]     tokens per head, 355..65536 (default 4096)
+//
+// Run from the repository root, after building (scripts/test.sh or cmake; see README.md):
+//   build/examples/demo_prune
+//   build/examples/demo_prune 1024
+// The command line: examples/cli/demo_prune_args.cpp (`demo_prune --help`); a bad TOKENS exits
+// with status 2.
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>

@@ -1,9 +1,23 @@
 // generate: prompt -> text with the minillama engine, pruning the KV cache at the end of the
 // prefill with a depthkv policy and a per-layer allocation of a global budget.
 //
+// Shows depthkv inside an engine's generation loop: a sensitivity profile read with
+// depthkv::load_profile (checked against the model), per-layer keep counts from
+// depthkv::allocate, pruning at the end of the prefill with a scoring policy
+// (minillama::make_policy_pruner over depthkv::prune_layer), optionally decode-time eviction
+// (--evict: H2O or streaming), and the KV memory kept.
+//
 //   generate --model model.bin --tokenizer tokenizer.bin --prompt "Once upon a time"
 //            --policy snapkv --allocator uniform --budget 0.3 --steps 64
 //   generate --model model.gguf --prompt "..." --policy h2o --allocator curve --profile profile.csv
+//
+// Run from the repository root, after building (scripts/demo.sh or cmake; see README.md), on
+// the shipped model (a character vocabulary: --no-dummy-prefix); M=models/recall-6l:
+//   build/examples/generate --model $M/model.bin --tokenizer $M/tokenizer.bin --no-dummy-prefix
+//       --prompt "some text" --steps 40 --policy snapkv --allocator uniform --budget 0.3
+//   build/examples/generate --model $M/model.bin --tokenizer $M/tokenizer.bin --no-dummy-prefix
+//       --prompt "some text" --allocator curve --profile $M/profile_snapkv.csv
+// (each command is one line).
 //
 // Prints the text, then tokens/s (prefill and decode) and KV memory in use against the full cache.
 // The command line (examples/cli/generate_args.cpp, `generate --help`): bad arguments, and files or

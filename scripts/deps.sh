@@ -2,7 +2,7 @@
 # Installs the Debian/Ubuntu packages depthkv's build needs, skipping those already present.
 # Usage: scripts/deps.sh [extra-package ...]   (as root, or with sudo available)
 set -euo pipefail
-pkgs=(cmake g++ make libeigen3-dev catch2 libbenchmark-dev libcli11-dev "$@")
+pkgs=(cmake g++ make pkg-config libeigen3-dev catch2 libbenchmark-dev libcli11-dev "$@")
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
