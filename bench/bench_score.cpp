@@ -327,7 +327,7 @@ BENCHMARK(BM_window_softmax)->Unit(benchmark::kNanosecond);
 // ------------------------------------------------------------------------------ whole-layer prune
 struct prune_fixture {
   static constexpr std::size_t H = 8, Hq = 32, d = 128, n = 32768, w = 32, keep = n / 5;
-  kv_cache<f16> original{1, H, d, n};
+  kv_cache<f16> original{layers{1}, heads{H}, dim{d}, n};
   kv_cache<f16> cache;
   std::vector<float> q;
   layer_queries lq;

@@ -281,6 +281,14 @@ TEST_CASE("squeeze_profiler: 1 - cosine similarity of attention input and output
   CHECK(s.layer_importance(1) == Approx(1.0));
   CHECK(s.layer_importance(2) == Approx(2.0));
   CHECK(s.layer_importance(3) == Approx(0.5 * (1 - std::sqrt(0.5)) + 0.5));
+  // A cosine the engine measured itself counts as a sample of the same kind.
+  squeeze_profiler s2(4, 0.25);
+  s2.add_mean_cosine(3, std::sqrt(0.5));
+  s2.add_mean_cosine(3, 0.0);
+  CHECK(s2.layer_importance(3) == Approx(s.layer_importance(3)));
+  require_error([&] { s2.add_mean_cosine(4, 0.5); }, {"add_mean_cosine", "layer 4"});
+  require_error([&] { s2.add_mean_cosine(0, 1.5); }, {"mean_cosine must be in [-1, 1]", "1.5"});
+  require_error([&] { s2.add_mean_cosine(0, std::nan("")); }, {"mean_cosine must be in [-1, 1]"});
   const auto p = s.result();
   CHECK(p.metric == "squeeze_1_minus_cos");
   CHECK(p.points(3)[0].keep_ratio == 0.25);

@@ -68,7 +68,7 @@ bool names_non_finite(const std::string& s) {
 }
 
 std::string count_range(std::uint64_t lo, std::uint64_t hi) {
-  return depthkv::detail::concat("[", lo, ", ", hi, "]");
+  return "[" + std::to_string(lo) + ", " + std::to_string(hi) + "]";
 }
 
 }  // namespace
@@ -143,7 +143,7 @@ std::int64_t to_int(const std::string& flag, const std::string& text, std::int64
   const std::string mag = neg ? text.substr(1) : text;
   bool digits = !mag.empty();
   for (char c : mag) digits = digits && is_digit(c);
-  const std::string range = depthkv::detail::concat("[", lo, ", ", hi, "]");
+  const std::string range = "[" + std::to_string(lo) + ", " + std::to_string(hi) + "]";
   if (!digits) throw cli_error(flag + ": " + quote(text) + " is not an integer");
   std::uint64_t v = 0;
   for (char c : mag) {

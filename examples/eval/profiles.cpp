@@ -133,17 +133,6 @@ depthkv::window_attention window_of(const minillama::layer_record& rec, std::vec
   return depthkv::window_attention{depthkv::span<const float>(buf), H, w, keys};
 }
 
-// SqueezeAttention's sample of a layer record. squeeze_profiler reads the hidden states entering
-// and leaving the attention block; the engine records only their per-token mean cosine
-// (layer_record::cos_attention), so the profiler is given one token: the 2-d unit vectors
-// (1, 0) and (c, sqrt(1 - c^2)), whose cosine is c.
-void add_squeeze_sample(depthkv::squeeze_profiler& sq, std::size_t layer, const minillama::layer_record& rec) {
-  const double c = rec.cos_attention;
-  const float in[2] = {1.0f, 0.0f};
-  const float out[2] = {static_cast<float>(c), static_cast<float>(std::sqrt(std::max(0.0, 1.0 - c * c)))};
-  sq.add_layer(layer, depthkv::span<const float>(in, 2), depthkv::span<const float>(out, 2), 1, 2);
-}
-
 // Both proxy profiles from the calibration prefills' records, by name.
 std::map<std::string, sensitivity_profile> measure_proxies(const run_context& c, const minillama::kl_evaluator& ev,
                                                            std::size_t calib_tokens) {
@@ -154,7 +143,7 @@ std::map<std::string, sensitivity_profile> measure_proxies(const run_context& c,
     for (std::size_t i = 0; i < ev.size(); ++i) {
       const minillama::layer_record& rec = ev.prefilled(i).record(l);
       cake.add_layer(l, window_of(rec, buf));
-      add_squeeze_sample(squeeze, l, rec);
+      squeeze.add_mean_cosine(l, rec.cos_attention);  // the engine records the mean cosine itself
     }
   std::map<std::string, sensitivity_profile> m{{"cake", cake.result()}, {"squeeze", squeeze.result()}};
   for (auto& [name, pr] : m) {

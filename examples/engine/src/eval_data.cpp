@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "minillama/loaders.hpp"
+#include "text.hpp"
 
 namespace minillama {
 
@@ -47,7 +48,7 @@ std::vector<int> parse_token_ids(const std::string& text, int vocab_size, std::s
       const bool negative = f.size() > 1 && f[0] == '-' && is_digit(f[1]);
       bool rest = negative;
       for (std::size_t i = 1; rest && i < f.size(); ++i) rest = is_digit(f[i]);
-      throw token_id_error(depthkv::detail::concat("token id ", quoted(f), " at position ", pos,
+      throw token_id_error(minillama::concat("token id ", quoted(f), " at position ", pos,
                                                    negative && rest ? " is negative" : " is not a non-negative integer"),
                            pos);
     }
@@ -62,10 +63,10 @@ std::vector<int> parse_token_ids(const std::string& text, int vocab_size, std::s
     }
     if (over) {
       if (vocab_size > 0)
-        throw token_id_error(depthkv::detail::concat("token id ", f.size() <= 100 ? f : quoted(f), " at position ", pos,
+        throw token_id_error(minillama::concat("token id ", f.size() <= 100 ? f : quoted(f), " at position ", pos,
                                                      " is outside the vocabulary (", vocab_size, ")"),
                              pos);
-      throw token_id_error(depthkv::detail::concat("token id ", f.size() <= 100 ? f : quoted(f), " at position ", pos,
+      throw token_id_error(minillama::concat("token id ", f.size() <= 100 ? f : quoted(f), " at position ", pos,
                                                    " exceeds every vocabulary (at most ", max_vocab_size, " tokens)"),
                            pos);
     }

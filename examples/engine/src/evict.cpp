@@ -6,6 +6,7 @@
 
 #include "depthkv/error.hpp"
 #include "depthkv/select/topk.hpp"
+#include "text.hpp"
 
 namespace minillama {
 
@@ -52,7 +53,7 @@ std::vector<float> window_scores(const layer_record& rec, std::size_t g, std::si
 selection parse_selection(const std::string& name) {
   if (name == "streaming") return selection::streaming;
   if (name == "window" || name == "window_attention") return selection::window_attention;
-  depthkv::detail::fail("minillama::parse_selection", "unknown selection '", name, "' (streaming, window)");
+  throw depthkv::error(concat("minillama::parse_selection: unknown selection '", name, "' (streaming, window)"));
 }
 
 layer_hook make_count_pruner(std::vector<std::size_t> keep, selection sel, std::size_t n_sink, std::size_t n_recent) {

@@ -100,9 +100,9 @@ std::vector<std::uint8_t> read_file(const std::string& path) {
   try {
     buf.resize(static_cast<std::size_t>(size));
   } catch (const std::bad_alloc&) {
-    throw load_error(depthkv::detail::concat(path, ": the file's ", size, " bytes do not fit in memory"));
+    throw load_error(minillama::concat(path, ": the file's ", size, " bytes do not fit in memory"));
   } catch (const std::length_error&) {
-    throw load_error(depthkv::detail::concat(path, ": the file's ", size, " bytes do not fit in memory"));
+    throw load_error(minillama::concat(path, ": the file's ", size, " bytes do not fit in memory"));
   }
   if (size > 0 && !f.read(reinterpret_cast<char*>(buf.data()), size)) throw load_error(path + ": read failed");
   return buf;

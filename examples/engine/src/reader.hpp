@@ -6,6 +6,7 @@
 #include <string>
 
 #include "minillama/loaders.hpp"
+#include "text.hpp"
 
 namespace minillama::detail {
 
@@ -26,7 +27,7 @@ class reader {
 
   template <class... Parts>
   [[noreturn]] void fail(Parts&&... parts) const {
-    throw load_error(depthkv::detail::concat(name_, ": ", std::forward<Parts>(parts)...));
+    throw load_error(minillama::concat(name_, ": ", std::forward<Parts>(parts)...));
   }
 
   std::size_t offset() const noexcept { return off_; }

@@ -50,7 +50,7 @@ double mean_cosine(const matrix& a, const matrix& b) {
   for (Eigen::Index i = 0; i < a.rows(); ++i) {
     const double na = a.row(i).cast<double>().norm(), nb = b.row(i).cast<double>().norm();
     const double dot = a.row(i).cast<double>().dot(b.row(i).cast<double>());
-    acc += (na > 0 && nb > 0) ? dot / (na * nb) : 0.0;
+    acc += (na > 0 && nb > 0) ? std::clamp(dot / (na * nb), -1.0, 1.0) : 0.0;  // rounding may pass 1
   }
   return a.rows() ? acc / static_cast<double>(a.rows()) : 0.0;
 }

@@ -296,6 +296,15 @@ class squeeze_profiler {
     DEPTHKV_CHECK(layer < n_layers(), where, "layer ", layer, " out of range (n_layers ", n_layers(), ")");
     acc_.add(layer, 1.0 - mean_cosine(hidden_in, hidden_out, tokens, dim));
   }
+  // The same sample from a cosine the engine measured itself (a fused attention block that
+  // never exposes both hidden states): mean_cosine in [-1, 1].
+  void add_mean_cosine(std::size_t layer, double mean_cosine) {
+    constexpr const char* where = "depthkv::squeeze_profiler::add_mean_cosine";
+    DEPTHKV_CHECK(layer < n_layers(), where, "layer ", layer, " out of range (n_layers ", n_layers(), ")");
+    DEPTHKV_CHECK(std::isfinite(mean_cosine) && mean_cosine >= -1.0 && mean_cosine <= 1.0, where,
+                  "mean_cosine must be in [-1, 1], got ", mean_cosine);
+    acc_.add(layer, 1.0 - mean_cosine);
+  }
 
   double layer_importance(std::size_t layer) const { return acc_.mean(layer, "depthkv::squeeze_profiler"); }
 
