@@ -8,8 +8,8 @@
 
 namespace depthkv {
 
-// Thrown for invalid configuration or input at a public entry point. The message names the
-// argument and the bad value. A call that throws leaves every object it was given unchanged.
+/// Thrown for invalid configuration or input at a public entry point. The message names the
+/// argument and the bad value. A call that throws leaves every object it was given unchanged.
 class error : public std::invalid_argument {
  public:
   explicit error(const std::string& what) : std::invalid_argument(what) {}
@@ -24,7 +24,7 @@ std::string concat(Parts&&... parts) {
   return os.str();
 }
 
-// Throws depthkv::error("<where>: <message parts...>").
+/// Throws depthkv::error("<where>: <message parts...>").
 template <class... Parts>
 [[noreturn]] void fail(const char* where, Parts&&... parts) {
   throw error(concat(where, ": ", std::forward<Parts>(parts)...));

@@ -22,7 +22,7 @@
 namespace depthkv {
 DEPTHKV_BASELINE_BEGIN  // the same machine code in every TU (detail/target.hpp)
 
-// Kernel paths: portable C++ (`scalar`), AVX2+FMA+F16C, AVX-512 (F/BW/DQ/VL/CD).
+/// Kernel paths: portable C++ (`scalar`), AVX2+FMA+F16C, AVX-512 (F/BW/DQ/VL/CD).
 enum class isa { scalar, avx2, avx512 };
 
 constexpr const char* isa_name(isa i) noexcept {
@@ -34,8 +34,8 @@ constexpr const char* isa_name(isa i) noexcept {
   return "?";
 }
 
-// True when this build contains path i (x86-64 GCC/Clang builds contain all three, whatever
-// their -m flags; others, and DEPTHKV_PORTABLE_ONLY builds, only the portable one).
+/// True when this build contains path i (x86-64 GCC/Clang builds contain all three, whatever
+/// their -m flags; others, and DEPTHKV_PORTABLE_ONLY builds, only the portable one).
 constexpr bool isa_compiled(isa i) noexcept {
   return i == isa::scalar || DEPTHKV_X86_SIMD != 0;
 }
@@ -43,7 +43,7 @@ constexpr bool isa_compiled(isa i) noexcept {
 namespace detail {
 
 #if DEPTHKV_X86_SIMD
-// XCR0: which register states the OS saves on a context switch (xgetbv, after checking OSXSAVE).
+/// XCR0: which register states the OS saves on a context switch (xgetbv, after checking OSXSAVE).
 inline unsigned long long xcr0() noexcept {
   unsigned eax = 0, edx = 0;
   __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
@@ -51,7 +51,7 @@ inline unsigned long long xcr0() noexcept {
 }
 #endif
 
-// The best path the CPU and OS support among those compiled (cpuid + xgetbv).
+/// The best path the CPU and OS support among those compiled (cpuid + xgetbv).
 inline isa detect_isa() noexcept {
 #if DEPTHKV_X86_SIMD
   unsigned a = 0, b = 0, c = 0, d = 0;
@@ -100,7 +100,7 @@ inline int init_active(int v) noexcept {
 }
 #endif
 
-// The first-use choice: the detected path, capped by DEPTHKV_ISA.
+/// The first-use choice: the detected path, capped by DEPTHKV_ISA.
 inline isa initial_isa() noexcept {
   const isa best = detect_isa();
   const char* env = std::getenv("DEPTHKV_ISA");
@@ -114,26 +114,26 @@ inline isa initial_isa() noexcept {
 
 }  // namespace detail
 
-// The best path compiled into this build that this CPU (and OS) can run.
+/// The best path compiled into this build that this CPU (and OS) can run.
 inline isa detected_isa() noexcept {
   static const isa best = detail::detect_isa();
   return best;
 }
 
-// True when path i is compiled in and this CPU can run it.
+/// True when path i is compiled in and this CPU can run it.
 inline bool isa_supported(isa i) noexcept {
   return isa_compiled(i) && static_cast<int>(i) <= static_cast<int>(detected_isa());
 }
 
-// The path every kernel uses: set on first use (detected_isa(), capped by DEPTHKV_ISA), or by set_isa.
+/// The path every kernel uses: set on first use (detected_isa(), capped by DEPTHKV_ISA), or by set_isa.
 inline isa active_isa() noexcept {
   int v = detail::load_active();
   if (v < 0) v = detail::init_active(static_cast<int>(detail::initial_isa()));
   return static_cast<isa>(v);
 }
 
-// Makes every later kernel call (all threads) use path i. Throws depthkv::error if this build
-// or this CPU lacks it. Calls in flight on other threads finish on the path they started with.
+/// Makes every later kernel call (all threads) use path i. Throws depthkv::error if this build
+/// or this CPU lacks it. Calls in flight on other threads finish on the path they started with.
 inline void set_isa(isa i) {
   DEPTHKV_CHECK(isa_supported(i), "depthkv::set_isa", "isa ", isa_name(i),
                 isa_compiled(i) ? " is not supported by this CPU (best: " : " is not compiled into this build (best: ",
@@ -141,7 +141,7 @@ inline void set_isa(isa i) {
   detail::store_active(static_cast<int>(i));
 }
 
-// Forces path i for its lifetime and restores the previous one (process-wide, like set_isa).
+/// Forces path i for its lifetime and restores the previous one (process-wide, like set_isa).
 class scoped_isa {
  public:
   explicit scoped_isa(isa i) : previous_(active_isa()) { set_isa(i); }

@@ -21,31 +21,31 @@
 
 namespace depthkv {
 
-// Which tokens a layer keeps:
-//   per_head: each kv head keeps its own top `keep` tokens (heads may keep different tokens);
-//   shared:   one token set for all heads of the layer (scores averaged over heads), for engines
-//             whose token slots are shared across heads (llama.cpp-like); heads must be equal length;
-//   adaptive: Ada-KV style head-wise allocation: the layer keeps keep * n_kv_heads tokens in
-//             total, chosen as the top (head, token) pairs over all heads, with a per-head floor
-//             of alpha * keep tokens (and its protected rows); heads end with different lengths.
+/// Which tokens a layer keeps:
+///   per_head: each kv head keeps its own top `keep` tokens (heads may keep different tokens);
+///   shared:   one token set for all heads of the layer (scores averaged over heads), for engines
+///             whose token slots are shared across heads (llama.cpp-like); heads must be equal length;
+///   adaptive: Ada-KV style head-wise allocation: the layer keeps keep * n_kv_heads tokens in
+///             total, chosen as the top (head, token) pairs over all heads, with a per-head floor
+///             of alpha * keep tokens (and its protected rows); heads end with different lengths.
 enum class granularity { per_head, shared, adaptive };
 
 struct prune_options {
   granularity mode = granularity::per_head;
-  float alpha = 0.2f;  // adaptive only: per-head floor fraction, in [0, 1]
+  float alpha = 0.2f;  ///< adaptive only: per-head floor fraction, in [0, 1]
 };
 
-// What the policies may need about a layer besides its cache: the last w queries (snapkv, tova).
+/// What the policies may need about a layer besides its cache: the last w queries (snapkv, tova).
 struct layer_queries {
   window_queries queries{};
-  span<const pos_t> query_positions{};  // [w] or empty (the window = the last w cached tokens)
+  span<const pos_t> query_positions{};  ///< [w] or empty (the window = the last w cached tokens)
 };
 
-// Caller-owned scratch of the pipeline, reused across calls: after the first call at a given
-// size, pruning allocates nothing (bytes_reserved() stays put).
+/// Caller-owned scratch of the pipeline, reused across calls: after the first call at a given
+/// size, pruning allocates nothing (bytes_reserved() stays put).
 class prune_workspace {
  public:
-  // Bytes held by every buffer, the top-k scratch included.
+  /// Bytes held by every buffer, the top-k scratch included.
   std::size_t bytes_reserved() const noexcept {
     return score.bytes_reserved() + select.bytes_reserved() + scores.capacity() * sizeof(float) + keep.capacity() * sizeof(index_t) +
            counts.capacity() * sizeof(std::size_t) + cand_score.capacity() * sizeof(float) +
@@ -54,11 +54,11 @@ class prune_workspace {
   }
 
   score_scratch score;
-  topk_scratch select;              // top-k working memory
-  std::vector<float> scores;        // [n_kv_heads][stride] per-head scores (+ one shared row)
-  std::vector<index_t> keep;        // [n_kv_heads][stride] keep lists
-  std::vector<std::size_t> counts;  // per head: rows kept
-  std::vector<float> cand_score;    // adaptive: candidates beyond the floors
+  topk_scratch select;              ///< top-k working memory
+  std::vector<float> scores;        ///< [n_kv_heads][stride] per-head scores (+ one shared row)
+  std::vector<index_t> keep;        ///< [n_kv_heads][stride] keep lists
+  std::vector<std::size_t> counts;  ///< per head: rows kept
+  std::vector<float> cand_score;    ///< adaptive: candidates beyond the floors
   std::vector<index_t> cand_ref;
   std::vector<index_t> pick;
   std::vector<index_t> merged;
@@ -71,7 +71,7 @@ class prune_workspace {
 
 namespace detail {
 
-// Keys and positions of one head, whatever owns them.
+/// Keys and positions of one head, whatever owns them.
 template <class T>
 struct head_ref {
   rows_view<const T> keys;
@@ -92,16 +92,16 @@ head_input<T> make_input(std::size_t layer, std::size_t h, std::size_t n_heads, 
   return in;
 }
 
-// Adaptive mode: the rows head h (of n) keeps before the layer-wide competition: its protected
-// rows, or ceil(alpha * keep) if more, at most n.
+/// Adaptive mode: the rows head h (of n) keeps before the layer-wide competition: its protected
+/// rows, or ceil(alpha * keep) if more, at most n.
 inline std::size_t adaptive_floor(std::size_t n, std::size_t keep, float alpha, std::size_t prot) noexcept {
   const std::size_t fl = clamp_to_count(std::ceil(static_cast<double>(alpha) * static_cast<double>(keep)), keep);
   return std::min(n, std::max(fl, prot));
 }
 
-// Row stride of one layer's selection scratch (its longest head) and its rows summed over
-// heads. The one place these sizes are computed: the check below proves they do not overflow,
-// select_layer reuses them.
+/// Row stride of one layer's selection scratch (its longest head) and its rows summed over
+/// heads. The one place these sizes are computed: the check below proves they do not overflow,
+/// select_layer reuses them.
 struct layer_extent {
   std::size_t stride = 0;
   std::size_t total_len = 0;
@@ -122,8 +122,8 @@ layer_extent measure_layer(const char* where, std::size_t layer, std::size_t n_h
   return e;
 }
 
-// Validates one layer's prune; throws before anything is touched. Every size the selection
-// computes from these inputs (row totals, the score scratch) is checked for overflow here.
+/// Validates one layer's prune; throws before anything is touched. Every size the selection
+/// computes from these inputs (row totals, the score scratch) is checked for overflow here.
 template <class T, class Policy, class Heads>
 void check_layer_prune(const char* where, std::size_t layer, std::size_t n_heads, Heads&& head, std::size_t keep,
                        const Policy& policy, const layer_queries& q, const prune_options& opt) {
@@ -156,13 +156,13 @@ void check_layer_prune(const char* where, std::size_t layer, std::size_t n_heads
   }
 }
 
-// Merges two ascending index lists into out (returns the count).
+/// Merges two ascending index lists into out (returns the count).
 inline std::size_t merge_sorted(const index_t* a, std::size_t na, const index_t* b, std::size_t nb, index_t* out) noexcept {
   return static_cast<std::size_t>(std::merge(a, a + na, b, b + nb, out) - out);
 }
 
-// Scores and selects one layer (no mutation). Fills ws.keep rows [h * stride ...] and ws.counts.
-// Returns the row stride of ws.keep. Pre: check_layer_prune passed (no size below overflows).
+/// Scores and selects one layer (no mutation). Fills ws.keep rows [h * stride ...] and ws.counts.
+/// Returns the row stride of ws.keep. Pre: check_layer_prune passed (no size below overflows).
 template <class T, class Policy, class Heads>
 std::size_t select_layer(std::size_t layer, std::size_t n_heads, Heads&& head, std::size_t keep, const Policy& policy,
                          const layer_queries& q, const prune_options& opt, prune_workspace& ws) {
@@ -255,9 +255,9 @@ void notify_retain(const Policy& policy, std::size_t layer, std::size_t h, span<
   else (void)policy, (void)layer, (void)h, (void)keep;
 }
 
-// Selects one validated layer, then mutates: for each head whose keep list drops rows,
-// retain_fn(h, keep) compacts it and the policy's state follows. The one mutate loop of every
-// prune entry point.
+/// Selects one validated layer, then mutates: for each head whose keep list drops rows,
+/// retain_fn(h, keep) compacts it and the policy's state follows. The one mutate loop of every
+/// prune entry point.
 template <class T, class Policy, class Heads, class Retain>
 void select_and_retain(std::size_t layer, std::size_t n_heads, Heads&& head, std::size_t keep, const Policy& policy,
                        const layer_queries& q, const prune_options& opt, prune_workspace& ws, Retain&& retain_fn) {
@@ -287,7 +287,7 @@ struct view_heads {
   }
 };
 
-// Validates a layer_view for prune_view: shapes, lengths, positions against the mode.
+/// Validates a layer_view for prune_view: shapes, lengths, positions against the mode.
 template <class T>
 void check_layer_view(const char* where, const layer_view<T>& lv, const prune_options& opt) {
   check_same_shape(where, lv.keys, lv.values);
@@ -302,16 +302,16 @@ void check_layer_view(const char* where, const layer_view<T>& lv, const prune_op
 
 }  // namespace detail
 
-// Prunes layer `layer` of `cache` to `keep` tokens per kv head (heads holding <= keep rows are
-// untouched) with `policy`: score -> top-k (protecting the policy's n_sink first and n_recent
-// last rows of each head) -> compact in place. Memory stays reserved (capacity unchanged); call
-// cache.shrink_to_fit(layer) to release it. queries: the layer's window queries for policies that
-// need them (snapkv, tova).
-// Errors: depthkv::error for a bad layer, keep below the protected rows, or what the policy
-// rejects; validated first, so on error the cache and the policy's state are unchanged.
-// Complexity: scoring + O(n) selection per head + moves of the kept rows; allocation-free once
-// ws has seen this size. Thread safety: calls on different layers may run concurrently, each
-// with its own workspace (and a policy whose state is per layer, as h2o_state is).
+/// Prunes layer `layer` of `cache` to `keep` tokens per kv head (heads holding <= keep rows are
+/// untouched) with `policy`: score -> top-k (protecting the policy's n_sink first and n_recent
+/// last rows of each head) -> compact in place. Memory stays reserved (capacity unchanged); call
+/// cache.shrink_to_fit(layer) to release it. queries: the layer's window queries for policies that
+/// need them (snapkv, tova).
+/// Errors: depthkv::error for a bad layer, keep below the protected rows, or what the policy
+/// rejects; validated first, so on error the cache and the policy's state are unchanged.
+/// Complexity: scoring + O(n) selection per head + moves of the kept rows; allocation-free once
+/// ws has seen this size. Thread safety: calls on different layers may run concurrently, each
+/// with its own workspace (and a policy whose state is per layer, as h2o_state is).
 template <class T, class Policy>
 void prune_layer(kv_cache<T>& cache, std::size_t layer, std::size_t keep, const Policy& policy, prune_workspace& ws,
                  const layer_queries& queries = {}, const prune_options& opt = {}) {
@@ -325,9 +325,9 @@ void prune_layer(kv_cache<T>& cache, std::size_t layer, std::size_t keep, const 
                                [&](std::size_t h, span<const index_t> k) { cache.retain(layer, h, k); });
 }
 
-// Prunes every layer l to keep_per_layer[l] tokens per kv head (see prune_layer). queries: one
-// entry per layer, or empty for policies that need none. Every layer is validated before any
-// is touched.
+/// Prunes every layer l to keep_per_layer[l] tokens per kv head (see prune_layer). queries: one
+/// entry per layer, or empty for policies that need none. Every layer is validated before any
+/// is touched.
 template <class T, class Policy>
 void prune(kv_cache<T>& cache, span<const std::size_t> keep_per_layer, const Policy& policy, prune_workspace& ws,
            span<const layer_queries> queries = {}, const prune_options& opt = {}) {
@@ -348,9 +348,9 @@ void prune(kv_cache<T>& cache, span<const std::size_t> keep_per_layer, const Pol
                                  [&](std::size_t h, span<const index_t> k) { cache.retain(l, h, k); });
 }
 
-// Decode-time eviction: if any head of `layer` holds more than `budget` rows, prunes the layer
-// back to `budget` (H2O's one-in-one-out loop when called after every appended token).
-// Returns whether it pruned. Errors and thread safety as prune_layer.
+/// Decode-time eviction: if any head of `layer` holds more than `budget` rows, prunes the layer
+/// back to `budget` (H2O's one-in-one-out loop when called after every appended token).
+/// Returns whether it pruned. Errors and thread safety as prune_layer.
 template <class T, class Policy>
 bool enforce_budget(kv_cache<T>& cache, std::size_t layer, std::size_t budget, const Policy& policy,
                     prune_workspace& ws, const layer_queries& queries = {}, const prune_options& opt = {}) {
@@ -362,13 +362,13 @@ bool enforce_budget(kv_cache<T>& cache, std::size_t layer, std::size_t budget, c
   return true;
 }
 
-// The same pipeline over engine-owned memory: `view` is one layer's K, V, positions and head
-// lengths (see layer_view); head h's first view.lengths[h] rows are pruned to `keep` and
-// view.lengths[h] becomes the rows kept (rows beyond it are garbage). per_head and adaptive
-// modes leave heads with different lengths; shared mode keeps the token slots aligned across
-// heads (what NHD engines need; a shared positions row requires it).
-// Errors as prune_layer, plus K/V shape mismatch, lengths of the wrong size or beyond n_tokens,
-// overlapping position rows; nothing (memory, lengths, policy state) changes on error.
+/// The same pipeline over engine-owned memory: `view` is one layer's K, V, positions and head
+/// lengths (see layer_view); head h's first view.lengths[h] rows are pruned to `keep` and
+/// view.lengths[h] becomes the rows kept (rows beyond it are garbage). per_head and adaptive
+/// modes leave heads with different lengths; shared mode keeps the token slots aligned across
+/// heads (what NHD engines need; a shared positions row requires it).
+/// Errors as prune_layer, plus K/V shape mismatch, lengths of the wrong size or beyond n_tokens,
+/// overlapping position rows; nothing (memory, lengths, policy state) changes on error.
 template <class T, class Policy>
 void prune_view(const layer_view<T>& view, std::size_t layer, std::size_t keep, const Policy& policy,
                 prune_workspace& ws, const layer_queries& queries = {}, const prune_options& opt = {}) {

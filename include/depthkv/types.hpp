@@ -11,16 +11,16 @@
 
 namespace depthkv {
 
-// Token index inside one head's rows (what top-k emits and retain consumes).
+/// Token index inside one head's rows (what top-k emits and retain consumes).
 using index_t = std::uint32_t;
-// Original position of a cached token in the sequence.
+/// Original position of a cached token in the sequence.
 using pos_t = std::int32_t;
 
-// Half-precision element types accepted by the caches and kernels.
+/// Half-precision element types accepted by the caches and kernels.
 using f16 = Eigen::half;
 using bf16 = Eigen::bfloat16;
 
-// True for the K/V element types depthkv supports: float, Eigen::half, Eigen::bfloat16.
+/// True for the K/V element types depthkv supports: float, Eigen::half, Eigen::bfloat16.
 template <class T>
 inline constexpr bool is_kv_element_v =
     std::is_same_v<std::remove_const_t<T>, float> || std::is_same_v<std::remove_const_t<T>, f16> ||
@@ -35,7 +35,7 @@ constexpr const char* element_name() noexcept {
   else return "?";
 }
 
-// Non-owning contiguous range (std::span is C++20; this is the subset depthkv needs).
+/// Non-owning contiguous range (std::span is C++20; this is the subset depthkv needs).
 template <class T>
 class span {
  public:

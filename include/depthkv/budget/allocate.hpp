@@ -40,8 +40,8 @@
 
 namespace depthkv {
 
-// The global budget: a token count, or a keep ratio of the total current tokens (rounded half
-// up to tokens: floor(ratio * total + 0.5)).
+/// The global budget: a token count, or a keep ratio of the total current tokens (rounded half
+/// up to tokens: floor(ratio * total + 0.5)).
 struct global_budget {
   bool is_ratio = false;
   std::size_t n_tokens = 0;
@@ -51,30 +51,30 @@ struct global_budget {
   static global_budget ratio(double r) noexcept { return {true, 0, r}; }
 };
 
-// What to allocate. Shapes: lengths[n_layers]; minimums[n_layers], or one value for every
-// layer, or empty (no floor). A minimum should be at least the protected sink + window tokens.
+/// What to allocate. Shapes: lengths[n_layers]; minimums[n_layers], or one value for every
+/// layer, or empty (no floor). A minimum should be at least the protected sink + window tokens.
 struct allocation_request {
   std::vector<std::size_t> lengths;
   std::vector<std::size_t> minimums;
   global_budget budget;
 };
 
-// A request checked and resolved to per-layer bounds and a token budget.
+/// A request checked and resolved to per-layer bounds and a token budget.
 struct resolved_request {
-  std::vector<std::size_t> lo, hi;  // [layer] bounds of the keep count
-  std::size_t budget = 0;           // tokens to keep in all
-  std::size_t total = 0;            // sum of lengths
+  std::vector<std::size_t> lo, hi;  ///< [layer] bounds of the keep count
+  std::size_t budget = 0;           ///< tokens to keep in all
+  std::size_t total = 0;            ///< sum of lengths
   std::size_t n_layers() const noexcept { return hi.size(); }
-  // Global keep ratio budget / total (1 when there are no tokens).
+  /// Global keep ratio budget / total (1 when there are no tokens).
   double keep_ratio() const noexcept { return total == 0 ? 1.0 : double(budget) / double(total); }
 };
 
-// Largest total of lengths an allocation request may have: 2^53 tokens, so that every count
-// and share the allocators compute in double precision is exact.
+/// Largest total of lengths an allocation request may have: 2^53 tokens, so that every count
+/// and share the allocators compute in double precision is exact.
 inline constexpr std::size_t max_allocation_tokens = std::size_t{1} << 53;
 
-// Validates `req` and resolves it; throws depthkv::error naming the argument, or for an
-// infeasible budget, saying by how many tokens it misses the feasible range.
+/// Validates `req` and resolves it; throws depthkv::error naming the argument, or for an
+/// infeasible budget, saying by how many tokens it misses the feasible range.
 inline resolved_request resolve(const allocation_request& req, const char* where = "depthkv::allocate") {
   const std::size_t n = req.lengths.size();
   DEPTHKV_CHECK(n > 0, where, "lengths is empty (need one length per layer)");
@@ -110,10 +110,10 @@ inline resolved_request resolve(const allocation_request& req, const char* where
 
 namespace detail::alloc {
 
-// Real shares x[l] = clamp(lambda * w[l], lo[l], hi[l]) summing to B (w >= 0). Layers of weight 0
-// stay at lo unless the weighted layers cannot absorb B; then those fill to hi and the rest is
-// spread over the zero-weight layers in proportion to `fallback` (> 0 wherever w == 0).
-// Precondition: sum(lo) <= B <= sum(hi).
+/// Real shares x[l] = clamp(lambda * w[l], lo[l], hi[l]) summing to B (w >= 0). Layers of weight 0
+/// stay at lo unless the weighted layers cannot absorb B; then those fill to hi and the rest is
+/// spread over the zero-weight layers in proportion to `fallback` (> 0 wherever w == 0).
+/// Precondition: sum(lo) <= B <= sum(hi).
 inline std::vector<double> water_fill(const std::vector<std::size_t>& lo, const std::vector<std::size_t>& hi,
                                       const std::vector<double>& w, std::size_t B,
                                       const std::vector<double>* fallback = nullptr) {
@@ -191,8 +191,8 @@ inline std::vector<double> water_fill(const std::vector<std::size_t>& lo, const 
   return x;
 }
 
-// Largest-remainder rounding of shares x (lo <= x <= hi, sum ~= B) to integers summing to B
-// exactly. Ties: the lower layer index first.
+/// Largest-remainder rounding of shares x (lo <= x <= hi, sum ~= B) to integers summing to B
+/// exactly. Ties: the lower layer index first.
 inline std::vector<std::size_t> round_shares(const std::vector<double>& x, const std::vector<std::size_t>& lo,
                                              const std::vector<std::size_t>& hi, std::size_t B) {
   const std::size_t n = x.size();
@@ -249,7 +249,7 @@ inline std::vector<std::size_t> weighted(const resolved_request& r, const std::v
   return round_shares(x, r.lo, r.hi, r.budget);
 }
 
-// Lower convex hull of points sorted by x (strictly increasing x). Andrew's monotone chain.
+/// Lower convex hull of points sorted by x (strictly increasing x). Andrew's monotone chain.
 struct pt {
   double x, y;
 };
@@ -269,8 +269,8 @@ inline std::vector<pt> lower_hull(const std::vector<pt>& p) {
   return h;
 }
 
-// Loss of `layer` as a function of its keep count k in [lo, len], clipped to that domain:
-// the points (k, delta) through which the piecewise-linear curve runs, ascending in k.
+/// Loss of `layer` as a function of its keep count k in [lo, len], clipped to that domain:
+/// the points (k, delta) through which the piecewise-linear curve runs, ascending in k.
 inline std::vector<pt> curve_in_tokens(const sensitivity_profile& p, std::size_t layer, std::size_t lo,
                                        std::size_t len) {
   std::vector<pt> out;
@@ -300,14 +300,14 @@ inline double eval_pl(const std::vector<pt>& h, double k) {
   return h.back().y;
 }
 
-// A run of `count` consecutive one-token increments of one layer, each reducing the (hull)
-// loss by `gain`.
+/// A run of `count` consecutive one-token increments of one layer, each reducing the (hull)
+/// loss by `gain`.
 struct run {
   double gain;
   std::size_t layer, start, count;
 };
 
-// Increments of one layer from lo up to len on the lower hull: gains non-increasing in k.
+/// Increments of one layer from lo up to len on the lower hull: gains non-increasing in k.
 inline void hull_runs(const std::vector<pt>& h, std::size_t layer, std::size_t lo, std::size_t len,
                       std::vector<run>& out) {
   std::size_t k = lo;
@@ -338,7 +338,7 @@ inline void hull_runs(const std::vector<pt>& h, std::size_t layer, std::size_t l
 // ---------------------------------------------------------------------------------------------
 // Free-function allocators.
 
-// Same keep ratio in every layer (equal counts when lengths are equal).
+/// Same keep ratio in every layer (equal counts when lengths are equal).
 inline std::vector<std::size_t> allocate_uniform(const allocation_request& req) {
   const auto r = resolve(req, "depthkv::allocate_uniform");
   std::vector<double> w(r.n_layers());
@@ -346,8 +346,8 @@ inline std::vector<std::size_t> allocate_uniform(const allocation_request& req) 
   return detail::alloc::weighted(r, w);
 }
 
-// PyramidKV's schedule: budget decreasing linearly with depth; the last layer gets 1/beta of
-// the mean, the first 2 - 1/beta of it (beta >= 1; beta = 1 is uniform).
+/// PyramidKV's schedule: budget decreasing linearly with depth; the last layer gets 1/beta of
+/// the mean, the first 2 - 1/beta of it (beta >= 1; beta = 1 is uniform).
 inline std::vector<std::size_t> allocate_pyramid(const allocation_request& req, double beta = 20.0) {
   constexpr const char* where = "depthkv::allocate_pyramid";
   DEPTHKV_CHECK(std::isfinite(beta) && beta >= 1.0, where, "beta ", beta, " must be finite and >= 1");
@@ -362,22 +362,22 @@ inline std::vector<std::size_t> allocate_pyramid(const allocation_request& req, 
   return detail::alloc::weighted(r, w);
 }
 
-// Knobs of the proportional allocator.
+/// Knobs of the proportional allocator.
 struct proportional_options {
-  // Weight = sensitivity^exponent (exponent = 1/temperature). 1 is the naive "keep proportional
-  // to sensitivity" rule, which on heavy-tailed profiles drives most layers to their floor and
-  // can lose to uniform at small budgets; values in (0, 1) flatten it; 0 is uniform.
+  /// Weight = sensitivity^exponent (exponent = 1/temperature). 1 is the naive "keep proportional
+  /// to sensitivity" rule, which on heavy-tailed profiles drives most layers to their floor and
+  /// can lose to uniform at small budgets; values in (0, 1) flatten it; 0 is uniform.
   double exponent = 1.0;
-  // Per-layer clamps on the keep ratio, tightening [minimum, length] (0 and 1: none).
+  /// Per-layer clamps on the keep ratio, tightening [minimum, length] (0 and 1: none).
   double min_keep_ratio = 0.0;
   double max_keep_ratio = 1.0;
-  // Where a curve profile is read to get one sensitivity per layer: delta_at(layer, ratio).
-  // 0 means the request's global keep ratio.
+  /// Where a curve profile is read to get one sensitivity per layer: delta_at(layer, ratio).
+  /// 0 means the request's global keep ratio.
   double reference_ratio = 0.0;
 };
 
-// DepthKV's rule: keep counts proportional to sensitivity (sensitivities[layer] >= 0, finite)
-// raised to `exponent`, with clamps and water-filling. All-zero weights give uniform.
+/// DepthKV's rule: keep counts proportional to sensitivity (sensitivities[layer] >= 0, finite)
+/// raised to `exponent`, with clamps and water-filling. All-zero weights give uniform.
 inline std::vector<std::size_t> allocate_proportional(const allocation_request& req,
                                                       span<const double> sensitivities,
                                                       const proportional_options& opt = {}) {
@@ -425,7 +425,7 @@ inline std::vector<std::size_t> allocate_proportional(const allocation_request& 
   return detail::alloc::weighted(r, w);
 }
 
-// One sensitivity per layer from a profile: max(0, delta_at(layer, ratio)).
+/// One sensitivity per layer from a profile: max(0, delta_at(layer, ratio)).
 inline std::vector<double> layer_sensitivities(const sensitivity_profile& p, double ratio) {
   constexpr const char* where = "depthkv::layer_sensitivities";
   DEPTHKV_CHECK(p.complete(), where, "the profile has layers without points");
@@ -435,10 +435,10 @@ inline std::vector<double> layer_sensitivities(const sensitivity_profile& p, dou
   return s;
 }
 
-// Curve-optimal: minimises the summed (lower-convex-hull) curve loss sum_l H_l(k_l / len_l)
-// by greedy marginal gain, one token at a time (done in runs of equal gain, so the cost is
-// per curve segment, not per token). Exact for convex curves; for non-convex curves it is
-// exact on their lower convex hulls. Ties: lower layer first. Exactly monotone in the budget.
+/// Curve-optimal: minimises the summed (lower-convex-hull) curve loss sum_l H_l(k_l / len_l)
+/// by greedy marginal gain, one token at a time (done in runs of equal gain, so the cost is
+/// per curve segment, not per token). Exact for convex curves; for non-convex curves it is
+/// exact on their lower convex hulls. Ties: lower layer first. Exactly monotone in the budget.
 inline std::vector<std::size_t> allocate_curve(const allocation_request& req, const sensitivity_profile& p) {
   constexpr const char* where = "depthkv::allocate_curve";
   const auto r = resolve(req, where);
@@ -477,8 +477,8 @@ inline std::vector<std::size_t> allocate_curve(const allocation_request& req, co
   return c;
 }
 
-// Summed curve loss of an allocation: sum_l delta_at(l, counts[l] / lengths[l]) (layers of
-// length 0 count as full). The additive loss model the curve allocator minimises (on hulls).
+/// Summed curve loss of an allocation: sum_l delta_at(l, counts[l] / lengths[l]) (layers of
+/// length 0 count as full). The additive loss model the curve allocator minimises (on hulls).
 inline double predicted_loss(const sensitivity_profile& p, span<const std::size_t> lengths,
                              span<const std::size_t> counts) {
   constexpr const char* where = "depthkv::predicted_loss";
@@ -493,10 +493,10 @@ inline double predicted_loss(const sensitivity_profile& p, span<const std::size_
   return s;
 }
 
-// Splits one layer's keep count over its kv heads: per-head counts summing to `count`, each in
-// [min(head_minimum, head_lengths[h]), head_lengths[h]], proportional to head_lengths[h] *
-// head_weights[h] (empty weights: same keep ratio per head), water-filled and rounded like the
-// layer allocators. Throws if count is infeasible or a weight is negative or not finite.
+/// Splits one layer's keep count over its kv heads: per-head counts summing to `count`, each in
+/// [min(head_minimum, head_lengths[h]), head_lengths[h]], proportional to head_lengths[h] *
+/// head_weights[h] (empty weights: same keep ratio per head), water-filled and rounded like the
+/// layer allocators. Throws if count is infeasible or a weight is negative or not finite.
 inline std::vector<std::size_t> split_heads(std::size_t count, span<const std::size_t> head_lengths,
                                             std::size_t head_minimum = 0, span<const double> head_weights = {}) {
   constexpr const char* where = "depthkv::split_heads";
@@ -532,7 +532,7 @@ struct uniform_allocator {
 
 struct pyramid_allocator {
   static constexpr std::string_view name = "pyramid";
-  double beta = 20.0;  // PyramidKV's default
+  double beta = 20.0;  ///< PyramidKV's default
   std::vector<std::size_t> allocate(const allocation_request& req, const sensitivity_profile&) const {
     return allocate_pyramid(req, beta);
   }
@@ -578,8 +578,8 @@ constexpr void check_allocator() {
                 "`std::vector<std::size_t> allocate(const allocation_request&, const sensitivity_profile&) const`");
 }
 
-// Runs allocator `a`; checks the contract at compile time and the result's invariants
-// (exact sum, bounds) at run time in debug builds.
+/// Runs allocator `a`; checks the contract at compile time and the result's invariants
+/// (exact sum, bounds) at run time in debug builds.
 template <class A, class = std::enable_if_t<!std::is_convertible_v<const A&, std::string_view>>>
 std::vector<std::size_t> allocate(const A& a, const allocation_request& req, const sensitivity_profile& p) {
   check_allocator<A>();
@@ -602,14 +602,14 @@ std::vector<std::size_t> allocate(const A& a, const allocation_request& req, con
 
 inline constexpr std::array<std::string_view, 4> allocator_names = {"uniform", "pyramid", "proportional", "curve"};
 
-// Parameters for the allocators built by name.
+/// Parameters for the allocators built by name.
 struct allocator_params {
   double pyramid_beta = 20.0;
   proportional_options proportional;
 };
 
-// Calls f(allocator) with the allocator called `name`, configured from `params`; returns what
-// f returns. Throws depthkv::error listing the known names for an unknown one.
+/// Calls f(allocator) with the allocator called `name`, configured from `params`; returns what
+/// f returns. Throws depthkv::error listing the known names for an unknown one.
 template <class F>
 decltype(auto) visit_allocator(std::string_view name, F&& f, const allocator_params& params = {}) {
   if (name == uniform_allocator::name) return std::forward<F>(f)(uniform_allocator{});
@@ -621,7 +621,7 @@ decltype(auto) visit_allocator(std::string_view name, F&& f, const allocator_par
                "' (known: uniform, pyramid, proportional, curve)");
 }
 
-// allocate() with the allocator called `name`.
+/// allocate() with the allocator called `name`.
 inline std::vector<std::size_t> allocate(std::string_view name, const allocation_request& req,
                                          const sensitivity_profile& p, const allocator_params& params = {}) {
   return visit_allocator(

@@ -41,29 +41,29 @@
 
 namespace depthkv {
 
-// One sampled point of a layer's sensitivity curve.
+/// One sampled point of a layer's sensitivity curve.
 struct curve_point {
-  double keep_ratio = 1.0;  // in (0, 1]
-  double delta = 0.0;       // loss increase over the full cache (finite, may be negative: noise)
+  double keep_ratio = 1.0;  ///< in (0, 1]
+  double delta = 0.0;       ///< loss increase over the full cache (finite, may be negative: noise)
   friend bool operator==(const curve_point& a, const curve_point& b) {
     return a.keep_ratio == b.keep_ratio && a.delta == b.delta;
   }
   friend bool operator!=(const curve_point& a, const curve_point& b) { return !(a == b); }
 };
 
-// Largest layer count a profile accepts (guards the reader against absurd metadata).
+/// Largest layer count a profile accepts (guards the reader against absurd metadata).
 inline constexpr std::size_t max_profile_layers = 1u << 16;
 
-// Per-layer sensitivity curves and the metadata of how they were measured.
+/// Per-layer sensitivity curves and the metadata of how they were measured.
 class sensitivity_profile {
  public:
-  std::string model;                     // model id
-  std::string metric;                    // e.g. "kl", "nll", "cake_preference"
-  std::string policy;                    // scoring policy used while profiling, e.g. "snapkv"
-  std::uint64_t calibration_tokens = 0;  // tokens of calibration data (0 = unknown)
+  std::string model;                     ///< model id
+  std::string metric;                    ///< e.g. "kl", "nll", "cake_preference"
+  std::string policy;                    ///< scoring policy used while profiling, e.g. "snapkv"
+  std::uint64_t calibration_tokens = 0;  ///< tokens of calibration data (0 = unknown)
 
   sensitivity_profile() = default;
-  // An empty profile (no points) of n_layers layers. Throws if n_layers > max_profile_layers.
+  /// An empty profile (no points) of n_layers layers. Throws if n_layers > max_profile_layers.
   explicit sensitivity_profile(std::size_t n_layers) {
     DEPTHKV_CHECK(n_layers <= max_profile_layers, "depthkv::sensitivity_profile", "n_layers ", n_layers,
                   " exceeds the limit of ", max_profile_layers);
@@ -72,8 +72,8 @@ class sensitivity_profile {
 
   std::size_t n_layers() const noexcept { return curves_.size(); }
 
-  // Adds a point; keeps the layer's points sorted by keep ratio. Throws (profile unchanged) on
-  // an out-of-range layer, a keep ratio outside (0, 1], a non-finite delta, or a duplicate ratio.
+  /// Adds a point; keeps the layer's points sorted by keep ratio. Throws (profile unchanged) on
+  /// an out-of-range layer, a keep ratio outside (0, 1], a non-finite delta, or a duplicate ratio.
   void add_point(std::size_t layer, double keep_ratio, double delta) {
     constexpr const char* where = "depthkv::sensitivity_profile::add_point";
     DEPTHKV_CHECK(layer < curves_.size(), where, "layer ", layer, " out of range (n_layers ", curves_.size(), ")");
@@ -88,7 +88,7 @@ class sensitivity_profile {
     c.insert(it, curve_point{keep_ratio, delta});
   }
 
-  // True when `layer` holds a point at exactly this keep ratio.
+  /// True when `layer` holds a point at exactly this keep ratio.
   bool has_point(std::size_t layer, double keep_ratio) const noexcept {
     if (layer >= curves_.size()) return false;
     for (const auto& p : curves_[layer])
@@ -96,13 +96,13 @@ class sensitivity_profile {
     return false;
   }
 
-  // The layer's points, ascending by keep ratio. Precondition: layer < n_layers().
+  /// The layer's points, ascending by keep ratio. Precondition: layer < n_layers().
   span<const curve_point> points(std::size_t layer) const noexcept {
     DEPTHKV_ASSERT(layer < curves_.size());
     return {curves_[layer].data(), curves_[layer].size()};
   }
 
-  // Every layer has at least one point.
+  /// Every layer has at least one point.
   bool complete() const noexcept {
     return std::all_of(curves_.begin(), curves_.end(), [](const auto& c) { return !c.empty(); });
   }
@@ -113,10 +113,10 @@ class sensitivity_profile {
     return n;
   }
 
-  // The curve of `layer` evaluated at keep ratio r >= 0 (see the header comment for the
-  // rule below the smallest sampled ratio; only that extrapolation can exceed the sampled
-  // deltas, and it may reach +inf for absurdly steep first segments). Throws if the layer is
-  // out of range or has no points, or r is not in [0, 1].
+  /// The curve of `layer` evaluated at keep ratio r >= 0 (see the header comment for the
+  /// rule below the smallest sampled ratio; only that extrapolation can exceed the sampled
+  /// deltas, and it may reach +inf for absurdly steep first segments). Throws if the layer is
+  /// out of range or has no points, or r is not in [0, 1].
   double delta_at(std::size_t layer, double r) const {
     constexpr const char* where = "depthkv::sensitivity_profile::delta_at";
     DEPTHKV_CHECK(layer < curves_.size(), where, "layer ", layer, " out of range (n_layers ", curves_.size(), ")");
@@ -158,12 +158,12 @@ class sensitivity_profile {
     return last.delta * (1.0 - t);
   }
 
-  std::vector<std::vector<curve_point>> curves_;  // [layer] ascending by keep_ratio
+  std::vector<std::vector<curve_point>> curves_;  ///< [layer] ascending by keep_ratio
 };
 
-// Reader switches.
+/// Reader switches.
 struct profile_read_options {
-  // Accept layers without points (a partly filled profile, e.g. to resume profiling).
+  /// Accept layers without points (a partly filled profile, e.g. to resume profiling).
   bool allow_missing_layers = false;
 };
 
@@ -175,7 +175,7 @@ inline std::string_view trim(std::string_view s) {
   return s;
 }
 
-// Printable excerpt of an offending line (bounded, control bytes escaped).
+/// Printable excerpt of an offending line (bounded, control bytes escaped).
 inline std::string excerpt(std::string_view s) {
   std::string out;
   const std::size_t n = std::min<std::size_t>(s.size(), 80);
@@ -210,7 +210,7 @@ inline bool parse_double(std::string_view s, double& out) {
   return r.ec == std::errc() && r.ptr == s.data() + s.size();
 }
 
-// Shortest text that reads back to exactly x.
+/// Shortest text that reads back to exactly x.
 inline std::string format_double(double x) {
   char buf[64];
   const auto r = std::to_chars(buf, buf + sizeof buf, x);
@@ -227,8 +227,8 @@ inline bool valid_meta_value(const std::string& s) {
 
 }  // namespace detail::profile_csv
 
-// Writes `p` as CSV. Throws (nothing written) if a metadata string has leading/trailing blanks
-// or control characters (it would not read back equal).
+/// Writes `p` as CSV. Throws (nothing written) if a metadata string has leading/trailing blanks
+/// or control characters (it would not read back equal).
 inline void write_profile(std::ostream& os, const sensitivity_profile& p) {
   namespace pc = detail::profile_csv;
   constexpr const char* where = "depthkv::write_profile";
@@ -257,11 +257,11 @@ inline void write_profile(std::ostream& os, const sensitivity_profile& p) {
   DEPTHKV_CHECK(static_cast<bool>(os), where, "stream write failed");
 }
 
-// Reads a CSV profile. Throws depthkv::error with the line number and the offending text on
-// any malformed input: bad metadata, missing/duplicate n_layers, wrong header, a row without
-// exactly three fields, a non-numeric field, NaN/inf, a negative or out-of-range layer, a keep
-// ratio outside (0, 1], a duplicate (layer, keep_ratio), or a layer without points (unless
-// allowed by `opt`).
+/// Reads a CSV profile. Throws depthkv::error with the line number and the offending text on
+/// any malformed input: bad metadata, missing/duplicate n_layers, wrong header, a row without
+/// exactly three fields, a non-numeric field, NaN/inf, a negative or out-of-range layer, a keep
+/// ratio outside (0, 1], a duplicate (layer, keep_ratio), or a layer without points (unless
+/// allowed by `opt`).
 inline sensitivity_profile read_profile(std::istream& is, const profile_read_options& opt = {}) {
   namespace pc = detail::profile_csv;
   sensitivity_profile p;
@@ -390,7 +390,7 @@ inline sensitivity_profile read_profile(std::istream& is, const profile_read_opt
   return p;
 }
 
-// File forms of read_profile / write_profile; errors name the path.
+/// File forms of read_profile / write_profile; errors name the path.
 inline sensitivity_profile load_profile(const std::string& path, const profile_read_options& opt = {}) {
   std::ifstream f(path, std::ios::binary);
   DEPTHKV_CHECK(static_cast<bool>(f), "depthkv::load_profile", "cannot open '", path, "'");

@@ -24,32 +24,32 @@ namespace depthkv {
 // ---------------------------------------------------------------------------------------------
 // Ablation profiler.
 
-// Keep ratios profiled per layer. Curves are steep near the floor, so sample densely there.
+/// Keep ratios profiled per layer. Curves are steep near the floor, so sample densely there.
 struct ablation_options {
   std::vector<double> keep_ratios = {0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6, 0.8};
 };
 
-// Progress of profile_ablation, reported after each (layer, ratio) point.
+/// Progress of profile_ablation, reported after each (layer, ratio) point.
 struct ablation_progress {
-  std::size_t layer = 0, n_layers = 0;      // layer i of L
-  std::size_t ratio_index = 0, n_ratios = 0;  // ratio j of R
+  std::size_t layer = 0, n_layers = 0;      ///< layer i of L
+  std::size_t ratio_index = 0, n_ratios = 0;  ///< ratio j of R
   double keep_ratio = 1.0;
   double delta = 0.0;
-  bool skipped = false;                     // the point was already in the resumed profile
-  const sensitivity_profile* partial = nullptr;  // everything measured so far (save it to resume)
+  bool skipped = false;                     ///< the point was already in the resumed profile
+  const sensitivity_profile* partial = nullptr;  ///< everything measured so far (save it to resume)
 };
 
 struct no_progress {
   void operator()(const ablation_progress&) const noexcept {}
 };
 
-// Measures delta(layer, r) = loss(all 1.0 except layer at r) - loss(all 1.0) for every layer and
-// every r in opt.keep_ratios. `loss` is called as double(span<const double> per_layer_keep_ratios)
-// and must return a finite number. Points already in `resume` (a partly filled profile of
-// n_layers layers, or an empty one) are skipped; its metadata is kept. The baseline is measured
-// once, and only if a point is missing. Throws depthkv::error on invalid options, a profile of
-// the wrong size, or a non-finite loss (naming the layer and ratio); exceptions from `loss` or
-// `progress` propagate (the last `partial` seen holds the work done).
+/// Measures delta(layer, r) = loss(all 1.0 except layer at r) - loss(all 1.0) for every layer and
+/// every r in opt.keep_ratios. `loss` is called as double(span<const double> per_layer_keep_ratios)
+/// and must return a finite number. Points already in `resume` (a partly filled profile of
+/// n_layers layers, or an empty one) are skipped; its metadata is kept. The baseline is measured
+/// once, and only if a point is missing. Throws depthkv::error on invalid options, a profile of
+/// the wrong size, or a non-finite loss (naming the layer and ratio); exceptions from `loss` or
+/// `progress` propagate (the last `partial` seen holds the work done).
 template <class LossFn, class ProgressFn = no_progress>
 sensitivity_profile profile_ablation(std::size_t n_layers, LossFn&& loss, const ablation_options& opt = {},
                                      sensitivity_profile resume = {}, ProgressFn&& progress = {}) {
@@ -115,7 +115,7 @@ sensitivity_profile profile_ablation(std::size_t n_layers, LossFn&& loss, const 
 
 namespace detail::proxy {
 
-// Per-layer running mean of a score over calibration samples.
+/// Per-layer running mean of a score over calibration samples.
 class accumulator {
  public:
   explicit accumulator(std::size_t n_layers, const char* where) : sum_(n_layers, 0.0), count_(n_layers, 0) {
@@ -151,9 +151,9 @@ inline void check_point_ratio(double r, const char* where) {
 
 }  // namespace detail::proxy
 
-// Observation-window attention of one layer: probs[head][q][key], row-major, q over the last
-// `window` query positions, each row softmax-normalised over `keys` keys (causal: zeros past the
-// query). The last `window` keys are the window itself; CAKE scores the keys before it.
+/// Observation-window attention of one layer: probs[head][q][key], row-major, q over the last
+/// `window` query positions, each row softmax-normalised over `keys` keys (causal: zeros past the
+/// query). The last `window` keys are the window itself; CAKE scores the keys before it.
 struct window_attention {
   span<const float> probs;
   std::size_t heads = 0, window = 0, keys = 0;
@@ -172,8 +172,8 @@ inline void check_window(const window_attention& a, const char* where) {
 }
 }  // namespace detail::proxy
 
-// CAKE's spatial dispersion: -sum a * ln(a) over heads, window queries and the keys before the
-// window (0 ln 0 = 0). Precondition: a checked window_attention.
+/// CAKE's spatial dispersion: -sum a * ln(a) over heads, window queries and the keys before the
+/// window (0 ln 0 = 0). Precondition: a checked window_attention.
 inline double attention_entropy(const window_attention& a) noexcept {
   const std::size_t prefix = a.keys - a.window;
   double h = 0.0;
@@ -186,8 +186,8 @@ inline double attention_entropy(const window_attention& a) noexcept {
   return h;
 }
 
-// CAKE's temporal shift: per head and key before the window, the (unbiased, n - 1) variance of
-// its attention across the window queries, summed over heads and keys.
+/// CAKE's temporal shift: per head and key before the window, the (unbiased, n - 1) variance of
+/// its attention across the window queries, summed over heads and keys.
 inline double attention_variance(const window_attention& a) noexcept {
   const std::size_t prefix = a.keys - a.window;
   double v = 0.0;
@@ -206,15 +206,15 @@ inline double attention_variance(const window_attention& a) noexcept {
   return v;
 }
 
-// CAKE's layer preference P = H^(1/tau1) * V^(1/tau2) (Qin et al., ICLR 2025: budget of layer l
-// = P_l / sum_k P_k * total). tau1, tau2 > 0; larger tau flattens that factor.
+/// CAKE's layer preference P = H^(1/tau1) * V^(1/tau2) (Qin et al., ICLR 2025: budget of layer l
+/// = P_l / sum_k P_k * total). tau1, tau2 > 0; larger tau flattens that factor.
 struct cake_options {
   double tau1 = 1.0;
   double tau2 = 1.0;
-  double point_ratio = 0.5;  // keep ratio of the single point each layer gets in the profile
+  double point_ratio = 0.5;  ///< keep ratio of the single point each layer gets in the profile
 };
 
-// Collects CAKE preferences layer by layer (averaged when a layer is fed several samples).
+/// Collects CAKE preferences layer by layer (averaged when a layer is fed several samples).
 class cake_profiler {
  public:
   explicit cake_profiler(std::size_t n_layers, const cake_options& opt = {})
@@ -227,7 +227,7 @@ class cake_profiler {
 
   std::size_t n_layers() const noexcept { return acc_.n_layers(); }
 
-  // Preference of one window; also what add_layer accumulates. Throws on bad shapes/values.
+  /// Preference of one window; also what add_layer accumulates. Throws on bad shapes/values.
   double preference(const window_attention& a) const {
     detail::proxy::check_window(a, "depthkv::cake_profiler::preference");
     return std::pow(attention_entropy(a), 1.0 / opt_.tau1) * std::pow(attention_variance(a), 1.0 / opt_.tau2);
@@ -239,10 +239,10 @@ class cake_profiler {
     acc_.add(layer, preference(a));
   }
 
-  // Mean preference of `layer` so far (throws if it has none).
+  /// Mean preference of `layer` so far (throws if it has none).
   double layer_preference(std::size_t layer) const { return acc_.mean(layer, "depthkv::cake_profiler"); }
 
-  // Single-point profile, metric "cake_preference". Throws if a layer was never fed.
+  /// Single-point profile, metric "cake_preference". Throws if a layer was never fed.
   sensitivity_profile result() const {
     return acc_.result("depthkv::cake_profiler::result", opt_.point_ratio, "cake_preference");
   }
@@ -252,10 +252,10 @@ class cake_profiler {
   cake_options opt_;
 };
 
-// Collects SqueezeAttention's layer importance 1 - mean_t cos(in[t], out[t]), where in is the
-// hidden state entering the attention block and out the one leaving it (after the residual
-// add): a layer whose attention barely changes the hidden state matters less. Tokens with a
-// zero vector on either side are skipped. Shapes: in, out [tokens][dim] row-major.
+/// Collects SqueezeAttention's layer importance 1 - mean_t cos(in[t], out[t]), where in is the
+/// hidden state entering the attention block and out the one leaving it (after the residual
+/// add): a layer whose attention barely changes the hidden state matters less. Tokens with a
+/// zero vector on either side are skipped. Shapes: in, out [tokens][dim] row-major.
 class squeeze_profiler {
  public:
   explicit squeeze_profiler(std::size_t n_layers, double point_ratio = 0.5)
@@ -265,7 +265,7 @@ class squeeze_profiler {
 
   std::size_t n_layers() const noexcept { return acc_.n_layers(); }
 
-  // Mean cosine similarity between rows of in and out (1 when every row is skipped).
+  /// Mean cosine similarity between rows of in and out (1 when every row is skipped).
   static double mean_cosine(span<const float> in, span<const float> out, std::size_t tokens, std::size_t dim) {
     constexpr const char* where = "depthkv::squeeze_profiler";
     DEPTHKV_CHECK(tokens > 0 && dim > 0, where, "tokens (", tokens, ") and dim (", dim, ") must be > 0");
@@ -296,8 +296,8 @@ class squeeze_profiler {
     DEPTHKV_CHECK(layer < n_layers(), where, "layer ", layer, " out of range (n_layers ", n_layers(), ")");
     acc_.add(layer, 1.0 - mean_cosine(hidden_in, hidden_out, tokens, dim));
   }
-  // The same sample from a cosine the engine measured itself (a fused attention block that
-  // never exposes both hidden states): mean_cosine in [-1, 1].
+  /// The same sample from a cosine the engine measured itself (a fused attention block that
+  /// never exposes both hidden states): mean_cosine in [-1, 1].
   void add_mean_cosine(std::size_t layer, double mean_cosine) {
     constexpr const char* where = "depthkv::squeeze_profiler::add_mean_cosine";
     DEPTHKV_CHECK(layer < n_layers(), where, "layer ", layer, " out of range (n_layers ", n_layers(), ")");
@@ -308,7 +308,7 @@ class squeeze_profiler {
 
   double layer_importance(std::size_t layer) const { return acc_.mean(layer, "depthkv::squeeze_profiler"); }
 
-  // Single-point profile, metric "squeeze_1_minus_cos". Throws if a layer was never fed.
+  /// Single-point profile, metric "squeeze_1_minus_cos". Throws if a layer was never fed.
   sensitivity_profile result() const {
     return acc_.result("depthkv::squeeze_profiler::result", point_ratio_, "squeeze_1_minus_cos");
   }

@@ -17,16 +17,16 @@
 
 namespace depthkv {
 
-// Owning cache of n_layers x n_kv_heads heads. Each head holds `length` rows of K and of V
-// ([token][head_dim], dense, 64-byte aligned) in ascending original position, plus each
-// row's position. Heads are separate allocations, so a layer (or head) pruned to 10% holds
-// only 10% of the memory after shrink_to_fit, and heads of a layer may differ in length.
-// Capacity is explicit: append never reallocates; reserve/shrink_to_fit do.
-// Every member that throws leaves the cache exactly as it was.
-// Thread safety: const members may run concurrently with each other; members that take a
-// layer (append, retain, clear, reserve, shrink_to_fit(layer), and the prune entry points) may
-// run concurrently on different layers (each touches only that layer's heads); anything else
-// needs external synchronisation.
+/// Owning cache of n_layers x n_kv_heads heads. Each head holds `length` rows of K and of V
+/// ([token][head_dim], dense, 64-byte aligned) in ascending original position, plus each
+/// row's position. Heads are separate allocations, so a layer (or head) pruned to 10% holds
+/// only 10% of the memory after shrink_to_fit, and heads of a layer may differ in length.
+/// Capacity is explicit: append never reallocates; reserve/shrink_to_fit do.
+/// Every member that throws leaves the cache exactly as it was.
+/// Thread safety: const members may run concurrently with each other; members that take a
+/// layer (append, retain, clear, reserve, shrink_to_fit(layer), and the prune entry points) may
+/// run concurrently on different layers (each touches only that layer's heads); anything else
+/// needs external synchronisation.
 template <class T>
 class kv_cache {
   static_assert(is_kv_element_v<T> && !std::is_const_v<T>,
@@ -37,15 +37,15 @@ class kv_cache {
 
   kv_cache() = default;
 
-  // n_layers x n_kv_heads heads of head_dim, each with room for `capacity` tokens:
-  // kv_cache<f16> c(layers{32}, heads{8}, dim{128}, 4096). Throws on zero counts or sizes
-  // whose byte counts overflow.
+  /// n_layers x n_kv_heads heads of head_dim, each with room for `capacity` tokens:
+  /// kv_cache<f16> c(layers{32}, heads{8}, dim{128}, 4096). Throws on zero counts or sizes
+  /// whose byte counts overflow.
   kv_cache(layers n_layers, heads n_kv_heads, dim head_dim, std::size_t capacity)
       : kv_cache(n_layers, n_kv_heads, head_dim,
                  std::vector<std::size_t>(check_head_count("depthkv::kv_cache", n_layers.value, n_kv_heads.value),
                                           capacity)) {}
 
-  // Layer l starts with room for capacity_per_layer[l] tokens per head.
+  /// Layer l starts with room for capacity_per_layer[l] tokens per head.
   kv_cache(layers n_layers_arg, heads n_kv_heads_arg, dim head_dim_arg, span<const std::size_t> capacity_per_layer)
       : n_layers_(n_layers_arg.value), n_heads_(n_kv_heads_arg.value), head_dim_(head_dim_arg.value) {
     constexpr const char* where = "depthkv::kv_cache";
@@ -72,19 +72,19 @@ class kv_cache {
       for (std::size_t h = 0; h < n_kv_heads; ++h) at(l, h) = head_store(capacity_per_layer[l], head_dim);
   }
 
-  // Largest number of tokens one head can hold (indices are 32-bit).
+  /// Largest number of tokens one head can hold (indices are 32-bit).
   static constexpr std::size_t max_tokens = std::numeric_limits<index_t>::max();
 
   std::size_t n_layers() const noexcept { return n_layers_; }
   std::size_t n_kv_heads() const noexcept { return n_heads_; }
   std::size_t head_dim() const noexcept { return head_dim_; }
 
-  // Rows held by (layer, head).
+  /// Rows held by (layer, head).
   std::size_t length(std::size_t layer, std::size_t head) const {
     check_head("depthkv::kv_cache::length", layer, head);
     return at(layer, head).len;
   }
-  // Rows held by every head of `layer`; throws if the heads differ (use length(layer, head)).
+  /// Rows held by every head of `layer`; throws if the heads differ (use length(layer, head)).
   std::size_t length(std::size_t layer) const {
     constexpr const char* where = "depthkv::kv_cache::length";
     check_layer(where, layer);
@@ -94,20 +94,20 @@ class kv_cache {
                     ", head ", h, ": ", at(layer, h).len, "); ask per head");
     return n;
   }
-  // Longest head of `layer`.
+  /// Longest head of `layer`.
   std::size_t max_length(std::size_t layer) const {
     check_layer("depthkv::kv_cache::max_length", layer);
     std::size_t m = 0;
     for (std::size_t h = 0; h < n_heads_; ++h) m = std::max(m, at(layer, h).len);
     return m;
   }
-  // Rows of (layer, head) that fit without reallocating.
+  /// Rows of (layer, head) that fit without reallocating.
   std::size_t capacity(std::size_t layer, std::size_t head) const {
     check_head("depthkv::kv_cache::capacity", layer, head);
     return at(layer, head).cap;
   }
 
-  // K rows of (layer, head): [length][head_dim], row stride head_dim.
+  /// K rows of (layer, head): [length][head_dim], row stride head_dim.
   rows_view<T> keys(std::size_t layer, std::size_t head) {
     check_head("depthkv::kv_cache::keys", layer, head);
     return at(layer, head).key_rows(head_dim_);
@@ -116,7 +116,7 @@ class kv_cache {
     check_head("depthkv::kv_cache::keys", layer, head);
     return const_cast<head_store&>(at(layer, head)).key_rows(head_dim_);
   }
-  // V rows of (layer, head): [length][head_dim].
+  /// V rows of (layer, head): [length][head_dim].
   rows_view<T> values(std::size_t layer, std::size_t head) {
     check_head("depthkv::kv_cache::values", layer, head);
     return at(layer, head).value_rows(head_dim_);
@@ -125,17 +125,17 @@ class kv_cache {
     check_head("depthkv::kv_cache::values", layer, head);
     return const_cast<head_store&>(at(layer, head)).value_rows(head_dim_);
   }
-  // Original positions of the rows of (layer, head), ascending.
+  /// Original positions of the rows of (layer, head), ascending.
   span<const pos_t> positions(std::size_t layer, std::size_t head) const {
     check_head("depthkv::kv_cache::positions", layer, head);
     const head_store& s = at(layer, head);
     return {s.pos.data(), s.len};
   }
 
-  // Appends n tokens to every head of `layer`. k and v: [n_kv_heads][n][head_dim] in any layout;
-  // positions: n strictly ascending values, each above every position the layer holds.
-  // Errors: shape mismatch, capacity exceeded, positions not ascending; the cache is unchanged.
-  // Complexity: O(n_kv_heads * n * head_dim) copies, no allocation.
+  /// Appends n tokens to every head of `layer`. k and v: [n_kv_heads][n][head_dim] in any layout;
+  /// positions: n strictly ascending values, each above every position the layer holds.
+  /// Errors: shape mismatch, capacity exceeded, positions not ascending; the cache is unchanged.
+  /// Complexity: O(n_kv_heads * n * head_dim) copies, no allocation.
   void append(std::size_t layer, kv_view<const T> k, kv_view<const T> v, span<const pos_t> positions) {
     constexpr const char* where = "depthkv::kv_cache::append";
     check_append(where, layer, k, v);
@@ -147,7 +147,7 @@ class kv_cache {
     if (n > 0) check_above_last(where, layer, positions[0]);
     append_unchecked(layer, k, v, [&](std::size_t i) { return positions[i]; });
   }
-  // Appends n tokens at positions first_position, first_position + 1, ... (all int32).
+  /// Appends n tokens at positions first_position, first_position + 1, ... (all int32).
   void append(std::size_t layer, kv_view<const T> k, kv_view<const T> v, pos_t first_position) {
     constexpr const char* where = "depthkv::kv_cache::append";
     const std::size_t n = k.n_tokens();
@@ -160,34 +160,34 @@ class kv_cache {
     if (n > 0) check_above_last(where, layer, first_position);
     append_unchecked(layer, k, v, [&](std::size_t i) { return first_position + static_cast<pos_t>(i); });
   }
-  // Decode step: appends one token whose K and V rows are k_rows/v_rows ([n_kv_heads][head_dim]).
+  /// Decode step: appends one token whose K and V rows are k_rows/v_rows ([n_kv_heads][head_dim]).
   void append_token(std::size_t layer, const T* k_rows, const T* v_rows, pos_t position) {
     const kv_shape one(heads{n_heads_}, tokens{1}, dim{head_dim_});
     append(layer, kv_view<const T>::hnd(k_rows, one), kv_view<const T>::hnd(v_rows, one), span<const pos_t>(&position, 1));
   }
 
-  // Keeps exactly the rows `keep` (strictly ascending) of every head of `layer`, in order.
-  // Throws when the heads differ in length (a row index would name different tokens in
-  // different heads: use retain(layer, head, keep)) or keep is bad; nothing changes then.
+  /// Keeps exactly the rows `keep` (strictly ascending) of every head of `layer`, in order.
+  /// Throws when the heads differ in length (a row index would name different tokens in
+  /// different heads: use retain(layer, head, keep)) or keep is bad; nothing changes then.
   void retain(std::size_t layer, span<const index_t> keep) {
     constexpr const char* where = "depthkv::kv_cache::retain";
     detail::check_keep_list(where, keep, length(layer));  // length(layer) throws for ragged heads
     for (std::size_t h = 0; h < n_heads_; ++h) retain_unchecked(at(layer, h), keep);
   }
-  // Keeps exactly the rows `keep` (strictly ascending) of one head.
+  /// Keeps exactly the rows `keep` (strictly ascending) of one head.
   void retain(std::size_t layer, std::size_t head, span<const index_t> keep) {
     constexpr const char* where = "depthkv::kv_cache::retain";
     check_head(where, layer, head);
     detail::check_keep_list(where, keep, at(layer, head).len);
     retain_unchecked(at(layer, head), keep);
   }
-  // Drops every row of `layer` (capacity is kept).
+  /// Drops every row of `layer` (capacity is kept).
   void clear(std::size_t layer) {
     check_layer("depthkv::kv_cache::clear", layer);
     for (std::size_t h = 0; h < n_heads_; ++h) at(layer, h).len = 0;
   }
 
-  // Ensures every head of `layer` can hold `capacity` rows; never shrinks.
+  /// Ensures every head of `layer` can hold `capacity` rows; never shrinks.
   void reserve(std::size_t layer, std::size_t capacity) {
     constexpr const char* where = "depthkv::kv_cache::reserve";
     check_layer(where, layer);
@@ -200,7 +200,7 @@ class kv_cache {
     for (std::size_t h = 0; h < n_heads_; ++h)
       if (at(layer, h).cap < capacity) at(layer, h) = std::move(grown[h]);
   }
-  // Releases the capacity beyond each head's length, in every layer (really frees memory).
+  /// Releases the capacity beyond each head's length, in every layer (really frees memory).
   void shrink_to_fit() {
     for (std::size_t l = 0; l < n_layers_; ++l) shrink_to_fit(l);
   }
@@ -216,13 +216,13 @@ class kv_cache {
       if (at(layer, h).cap != at(layer, h).len) at(layer, h) = std::move(shrunk[h]);
   }
 
-  // Bytes of K, V and positions held by live rows (all layers, or one).
+  /// Bytes of K, V and positions held by live rows (all layers, or one).
   std::size_t bytes_in_use() const noexcept { return sum_rows(false) * row_bytes(); }
   std::size_t bytes_in_use(std::size_t layer) const { return layer_rows(layer, false) * row_bytes(); }
-  // Bytes allocated for K, V and positions (capacity).
+  /// Bytes allocated for K, V and positions (capacity).
   std::size_t bytes_reserved() const noexcept { return sum_rows(true) * row_bytes(); }
   std::size_t bytes_reserved(std::size_t layer) const { return layer_rows(layer, true) * row_bytes(); }
-  // Bytes one cached token costs in one head: K row + V row + position.
+  /// Bytes one cached token costs in one head: K row + V row + position.
   std::size_t row_bytes() const noexcept { return 2 * head_dim_ * sizeof(T) + sizeof(pos_t); }
 
  private:
@@ -233,7 +233,7 @@ class kv_cache {
 
     head_store() = default;
     head_store(std::size_t capacity, std::size_t dim) : k(capacity * dim), v(capacity * dim), pos(capacity), cap(capacity) {}
-    // A copy with room for `capacity` (>= len) rows.
+    /// A copy with room for `capacity` (>= len) rows.
     head_store resized(std::size_t capacity, std::size_t dim) const {
       head_store s(capacity, dim);
       if (len) {
@@ -248,7 +248,7 @@ class kv_cache {
     rows_view<T> value_rows(std::size_t dim) noexcept { return {v.data(), len, dim, static_cast<std::ptrdiff_t>(dim)}; }
   };
 
-  // Returns n_layers after checking that n_layers * n_kv_heads heads can be held.
+  /// Returns n_layers after checking that n_layers * n_kv_heads heads can be held.
   static std::size_t check_head_count(const char* where, std::size_t n_layers, std::size_t n_kv_heads) {
     const std::size_t total =
         detail::checked_mul(where, n_layers, n_kv_heads, "n_layers ", n_layers, " * n_kv_heads ", n_kv_heads);
@@ -271,7 +271,7 @@ class kv_cache {
     DEPTHKV_CHECK(s.n_heads == n_heads_ && s.head_dim == head_dim_, where, name, " has shape [", s.n_heads, "][",
                   s.n_tokens, "][", s.head_dim, "], expected [", n_heads_, "][n][", head_dim_, "]");
   }
-  // Layer, shapes and capacity of an append of k/v's tokens.
+  /// Layer, shapes and capacity of an append of k/v's tokens.
   void check_append(const char* where, std::size_t layer, const kv_view<const T>& k, const kv_view<const T>& v) const {
     check_layer(where, layer);
     check_append_shape(where, "k", k.shape());
@@ -284,7 +284,7 @@ class kv_cache {
                     " (length ", s.len, ") exceeds its capacity ", s.cap);
     }
   }
-  // The first appended position must be above every position the layer holds.
+  /// The first appended position must be above every position the layer holds.
   void check_above_last(const char* where, std::size_t layer, pos_t first) const {
     for (std::size_t h = 0; h < n_heads_; ++h) {
       const head_store& s = at(layer, h);
@@ -292,8 +292,8 @@ class kv_cache {
                     " is not above the last position ", s.pos.data()[s.len - 1], " of layer ", layer, " head ", h);
     }
   }
-  // Copies the rows and writes position_at(i) for token i; pre: check_append passed. Writes only
-  // this layer's heads (no shared scratch), so appends to different layers may run concurrently.
+  /// Copies the rows and writes position_at(i) for token i; pre: check_append passed. Writes only
+  /// this layer's heads (no shared scratch), so appends to different layers may run concurrently.
   template <class PositionAt>
   void append_unchecked(std::size_t layer, const kv_view<const T>& k, const kv_view<const T>& v,
                         PositionAt&& position_at) noexcept {
@@ -329,7 +329,7 @@ class kv_cache {
   }
 
   std::size_t n_layers_ = 0, n_heads_ = 0, head_dim_ = 0;
-  std::vector<head_store> heads_;  // [layer][kv_head]
+  std::vector<head_store> heads_;  ///< [layer][kv_head]
 };
 
 }  // namespace depthkv

@@ -28,19 +28,19 @@
 
 namespace depthkv {
 
-// What a policy sees of one kv head of one layer when scoring it.
+/// What a policy sees of one kv head of one layer when scoring it.
 template <class T>
 struct head_input {
   std::size_t layer = 0;
   std::size_t kv_head = 0;
   std::size_t n_kv_heads = 1;
-  rows_view<const T> keys{};                 // [n][head_dim], the head's cached keys
-  span<const pos_t> positions{};             // [n] their original positions, ascending
-  const window_queries* queries = nullptr;   // the layer's last w queries (snapkv, tova), or null
-  span<const pos_t> query_positions{};       // [w] or empty: see window_options
+  rows_view<const T> keys{};                 ///< [n][head_dim], the head's cached keys
+  span<const pos_t> positions{};             ///< [n] their original positions, ascending
+  const window_queries* queries = nullptr;   ///< the layer's last w queries (snapkv, tova), or null
+  span<const pos_t> query_positions{};       ///< [w] or empty: see window_options
 };
 
-// Reusable scratch of the policies (window kernel + pooling); grows, never shrinks.
+/// Reusable scratch of the policies (window kernel + pooling); grows, never shrinks.
 struct score_scratch {
   window_scratch window;
   std::vector<float> pool;
@@ -49,7 +49,7 @@ struct score_scratch {
 
 namespace detail {
 
-// Checks that window_scores will accept the last `w` (unset: all) of the layer's queries for this head.
+/// Checks that window_scores will accept the last `w` (unset: all) of the layer's queries for this head.
 template <class T>
 void check_queries(const char* where, const head_input<T>& in, std::optional<std::size_t> w,
                    std::optional<float> scale) {
@@ -79,18 +79,18 @@ window_options window_opts(const head_input<T>& in, gqa_reduce reduce, std::opti
 
 }  // namespace detail
 
-// SnapKV: attention of the last `window` queries (unset: all given ones) to each cached token,
-// summed over the window, reduced over the GQA group, then pooled (kernel 5, avg by default).
-// Protect the window itself with n_recent >= window (the SnapKV recipe).
+/// SnapKV: attention of the last `window` queries (unset: all given ones) to each cached token,
+/// summed over the window, reduced over the GQA group, then pooled (kernel 5, avg by default).
+/// Protect the window itself with n_recent >= window (the SnapKV recipe).
 struct snapkv {
   static constexpr const char* name = "snapkv";
   std::size_t n_sink = 0;
   std::size_t n_recent = 0;
-  std::optional<std::size_t> window{};  // queries used, in [1, w]; unset: all given
+  std::optional<std::size_t> window{};  ///< queries used, in [1, w]; unset: all given
   std::size_t kernel = 5;
   pool_kind pool = pool_kind::avg;
   gqa_reduce reduce = gqa_reduce::mean;
-  std::optional<float> scale{};  // unset: 1/sqrt(head_dim)
+  std::optional<float> scale{};  ///< unset: 1/sqrt(head_dim)
 
   template <class T>
   void check(const head_input<T>& in) const {
@@ -113,12 +113,12 @@ struct snapkv {
   }
 };
 
-// TOVA: attention of the last query only, averaged over the query heads of the group.
+/// TOVA: attention of the last query only, averaged over the query heads of the group.
 struct tova {
   static constexpr const char* name = "tova";
   std::size_t n_sink = 0;
   std::size_t n_recent = 0;
-  std::optional<float> scale{};  // unset: 1/sqrt(head_dim)
+  std::optional<float> scale{};  ///< unset: 1/sqrt(head_dim)
 
   template <class T>
   void check(const head_input<T>& in) const {
@@ -132,9 +132,9 @@ struct tova {
   }
 };
 
-// StreamingLLM: keeps the first n_sink and the most recent tokens: with keep k, n_sink sinks +
-// the last k - n_sink. Scores rise strictly with the row index (see recency_score), so rows do
-// not tie.
+/// StreamingLLM: keeps the first n_sink and the most recent tokens: with keep k, n_sink sinks +
+/// the last k - n_sink. Scores rise strictly with the row index (see recency_score), so rows do
+/// not tie.
 struct streaming {
   static constexpr const char* name = "streaming";
   std::size_t n_sink = 4;
@@ -147,10 +147,10 @@ struct streaming {
     const std::size_t n = in.keys.n;
     for (std::size_t j = 0; j < n; ++j) out[j] = recency_score(n - 1 - j);
   }
-  // A float that falls strictly as `age` (rows from the newest) grows, for age up to
-  // 2 * 0x7F7FFFFF (4.278e9 of the 2^32 - 1 rows a head may hold; older rows tie at -FLT_MAX):
-  // the newest row is FLT_MAX, then the finite floats in descending order, through +0 and
-  // -denorm_min down to -FLT_MAX. Plain float(j) ties beyond 2^24 rows, and ties keep the oldest.
+  /// A float that falls strictly as `age` (rows from the newest) grows, for age up to
+  /// 2 * 0x7F7FFFFF (4.278e9 of the 2^32 - 1 rows a head may hold; older rows tie at -FLT_MAX):
+  /// the newest row is FLT_MAX, then the finite floats in descending order, through +0 and
+  /// -denorm_min down to -FLT_MAX. Plain float(j) ties beyond 2^24 rows, and ties keep the oldest.
   static float recency_score(std::size_t age) noexcept {
     constexpr std::uint32_t top = 0x7F7FFFFFu;  // bits of FLT_MAX
     std::uint32_t bits;
@@ -162,8 +162,8 @@ struct streaming {
   }
 };
 
-// K-norm: tokens with SMALL key L2 norm get high attention (Devoto et al. 2024), so the score
-// is the negative norm.
+/// K-norm: tokens with SMALL key L2 norm get high attention (Devoto et al. 2024), so the score
+/// is the negative norm.
 struct knorm {
   static constexpr const char* name = "knorm";
   std::size_t n_sink = 0;
@@ -185,8 +185,8 @@ struct knorm {
   }
 };
 
-// Seeded random baseline: each (seed, layer, head, position) gets a fixed uniform [0,1) score,
-// so repeated prunes of the same tokens agree.
+/// Seeded random baseline: each (seed, layer, head, position) gets a fixed uniform [0,1) score,
+/// so repeated prunes of the same tokens agree.
 struct random_policy {
   static constexpr const char* name = "random";
   std::size_t n_sink = 0;
@@ -211,11 +211,11 @@ struct random_policy {
   }
 };
 
-// Accumulated attention per (layer, kv head, cached row) for H2O. The engine feeds attention
-// rows (softmax weights over a head's cached rows, oldest first) as it computes them, during
-// prefill and decode; a row longer than the state extends it (new tokens start at 0). Rows of
-// every query head of a kv head's group add up (GQA: the group's sum). The prune pipeline
-// compacts the state together with the cache (h2o::on_retain).
+/// Accumulated attention per (layer, kv head, cached row) for H2O. The engine feeds attention
+/// rows (softmax weights over a head's cached rows, oldest first) as it computes them, during
+/// prefill and decode; a row longer than the state extends it (new tokens start at 0). Rows of
+/// every query head of a kv head's group add up (GQA: the group's sum). The prune pipeline
+/// compacts the state together with the cache (h2o::on_retain).
 class h2o_state {
  public:
   h2o_state() = default;
@@ -228,7 +228,7 @@ class h2o_state {
   std::size_t n_layers() const noexcept { return n_layers_; }
   std::size_t n_kv_heads() const noexcept { return n_heads_; }
 
-  // Adds one attention row over (layer, kv_head)'s rows; attn.size() >= the current length.
+  /// Adds one attention row over (layer, kv_head)'s rows; attn.size() >= the current length.
   void accumulate(std::size_t layer, std::size_t kv_head, span<const float> attn) {
     constexpr const char* where = "depthkv::h2o_state::accumulate";
     check(where, layer, kv_head);
@@ -238,14 +238,14 @@ class h2o_state {
     a.resize(attn.size(), 0.f);
     for (std::size_t j = 0; j < attn.size(); ++j) a[j] += attn[j];
   }
-  // Adds `rows` attention rows [rows][row_stride] of n entries each (e.g. a prefill block;
-  // masked entries must be 0).
+  /// Adds `rows` attention rows [rows][row_stride] of n entries each (e.g. a prefill block;
+  /// masked entries must be 0).
   void accumulate_rows(std::size_t layer, std::size_t kv_head, const float* attn, std::size_t rows, std::size_t n,
                        std::ptrdiff_t row_stride) {
     for (std::size_t i = 0; i < rows; ++i)
       accumulate(layer, kv_head, span<const float>(attn + static_cast<std::ptrdiff_t>(i) * row_stride, n));
   }
-  // Makes (layer, kv_head) track n tokens (new ones at 0), e.g. after appending without feeding.
+  /// Makes (layer, kv_head) track n tokens (new ones at 0), e.g. after appending without feeding.
   void extend(std::size_t layer, std::size_t kv_head, std::size_t n) {
     check("depthkv::h2o_state::extend", layer, kv_head);
     std::vector<float>& a = at(layer, kv_head);
@@ -257,7 +257,7 @@ class h2o_state {
     return {a.data(), a.size()};
   }
   std::size_t length(std::size_t layer, std::size_t kv_head) const { return scores(layer, kv_head).size(); }
-  // Keeps the rows `keep` (strictly ascending) in order, as the cache does.
+  /// Keeps the rows `keep` (strictly ascending) in order, as the cache does.
   void retain(std::size_t layer, std::size_t kv_head, span<const index_t> keep) {
     constexpr const char* where = "depthkv::h2o_state::retain";
     check(where, layer, kv_head);
@@ -284,8 +284,8 @@ class h2o_state {
   std::vector<std::vector<float>> acc_;
 };
 
-// H2O (heavy hitters): accumulated attention from an h2o_state the engine feeds. Decode-time
-// eviction (enforce_budget in prune.hpp) keeps a layer at its budget as tokens arrive.
+/// H2O (heavy hitters): accumulated attention from an h2o_state the engine feeds. Decode-time
+/// eviction (enforce_budget in prune.hpp) keeps a layer at its budget as tokens arrive.
 struct h2o {
   static constexpr const char* name = "h2o";
   std::size_t n_sink = 0;
@@ -307,7 +307,7 @@ struct h2o {
     const span<const float> a = state->scores(in.layer, in.kv_head);
     for (std::size_t j = 0; j < in.keys.n; ++j) out[j] = a[j];
   }
-  // Called by the pipeline after rows of (layer, kv_head) were compacted to `keep`.
+  /// Called by the pipeline after rows of (layer, kv_head) were compacted to `keep`.
   void on_retain(std::size_t layer, std::size_t kv_head, span<const index_t> keep) const {
     state->retain(layer, kv_head, keep);
   }
@@ -344,14 +344,14 @@ struct has_on_retain<P, std::void_t<decltype(std::declval<const P&>().on_retain(
                             std::size_t{}, std::size_t{}, std::declval<span<const index_t>>()))>> : std::true_type {};
 }  // namespace detail
 
-// A scoring policy P has:
-//   static constexpr const char* name;
-//   std::size_t n_sink, n_recent;                       rows always kept (first / last of a head)
-//   template <class T> void check(const head_input<T>&) const;    throws depthkv::error on bad input
-//   template <class T> void score(const head_input<T>&, span<float> out, score_scratch&) const;
-//                                                       out[j] for each of the head's n rows
-// and optionally void on_retain(layer, kv_head, span<const index_t> keep) const for state that
-// must follow the cache's compaction.
+/// A scoring policy P has:
+///   static constexpr const char* name;
+///   std::size_t n_sink, n_recent;                       rows always kept (first / last of a head)
+///   template <class T> void check(const head_input<T>&) const;    throws depthkv::error on bad input
+///   template <class T> void score(const head_input<T>&, span<float> out, score_scratch&) const;
+///                                                       out[j] for each of the head's n rows
+/// and optionally void on_retain(layer, kv_head, span<const index_t> keep) const for state that
+/// must follow the cache's compaction.
 template <class P>
 struct is_scoring_policy
     : std::bool_constant<detail::has_name<P>::value && detail::has_protection<P>::value && detail::has_score<P>::value> {};
@@ -375,19 +375,19 @@ enum class policy_id { snapkv, h2o, tova, knorm, streaming, random };
 
 inline constexpr const char* policy_names[] = {"snapkv", "h2o", "tova", "knorm", "streaming", "random"};
 
-// Knobs a program sets at run time; each policy reads the ones it has.
+/// Knobs a program sets at run time; each policy reads the ones it has.
 struct policy_config {
   std::size_t n_sink = 0;
   std::size_t n_recent = 0;
-  std::optional<std::size_t> window{};  // snapkv: unset = all given queries
-  std::size_t kernel = 5;           // snapkv
-  pool_kind pool = pool_kind::avg;  // snapkv
+  std::optional<std::size_t> window{};  ///< snapkv: unset = all given queries
+  std::size_t kernel = 5;           ///< snapkv
+  pool_kind pool = pool_kind::avg;  ///< snapkv
   gqa_reduce reduce = gqa_reduce::mean;
-  std::uint64_t seed = 0;           // random
-  h2o_state* state = nullptr;       // h2o
+  std::uint64_t seed = 0;           ///< random
+  h2o_state* state = nullptr;       ///< h2o
 };
 
-// Parses a policy name; throws depthkv::error listing the valid names.
+/// Parses a policy name; throws depthkv::error listing the valid names.
 inline policy_id policy_from_name(std::string_view name) {
   for (std::size_t i = 0; i < std::size(policy_names); ++i)
     if (name == policy_names[i]) return static_cast<policy_id>(i);
@@ -396,7 +396,7 @@ inline policy_id policy_from_name(std::string_view name) {
   detail::fail("depthkv::policy_from_name", "unknown policy \"", std::string(name), "\" (valid: ", valid, ")");
 }
 
-// Builds the policy named by `id` from `cfg` and calls f(policy) with its concrete type.
+/// Builds the policy named by `id` from `cfg` and calls f(policy) with its concrete type.
 template <class F>
 decltype(auto) visit_policy(policy_id id, const policy_config& cfg, F&& f) {
   switch (id) {

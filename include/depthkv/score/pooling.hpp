@@ -20,12 +20,12 @@ constexpr const char* pool_kind_name(pool_kind k) noexcept {
 
 namespace detail {
 
-// max that propagates NaN (a NaN anywhere in the window makes the pooled value NaN).
+/// max that propagates NaN (a NaN anywhere in the window makes the pooled value NaN).
 inline float max_nan(float a, float b) noexcept { return (a > b || a != a) ? a : b; }
 
-// Van Herk / Gil-Werman: with blocks of `kernel` elements, every window of at most `kernel`
-// elements spans <= 2 blocks, so its reduction is suffix(block A) op prefix(block B): O(n) for
-// any kernel, no subtraction (inf-safe), same code for avg (sum) and max. in may equal out.
+/// Van Herk / Gil-Werman: with blocks of `kernel` elements, every window of at most `kernel`
+/// elements spans <= 2 blocks, so its reduction is suffix(block A) op prefix(block B): O(n) for
+/// any kernel, no subtraction (inf-safe), same code for avg (sum) and max. in may equal out.
 template <class Op>
 void pool_vhgw(const float* in, float* out, std::size_t n, std::size_t kernel, float* pre, float* suf, Op op,
                bool average) noexcept {
@@ -55,12 +55,12 @@ void pool_vhgw(const float* in, float* out, std::size_t n, std::size_t kernel, f
 
 }  // namespace detail
 
-// out[i] = reduce of in[max(0, i - r) .. min(n - 1, i + r)], r = kernel / 2.
-// Edges: the window is clipped to the valid range; avg divides by the number of valid
-// elements (so a constant input stays constant). A kernel >= 2n - 1 makes every output the
-// reduction of the whole input. kernel must be odd; kernel 1 or kind none copies.
-// in and out may alias (in place). scratch: >= 2n floats (the other overload allocates).
-// Throws depthkv::error for an even or zero kernel, or size mismatches.
+/// out[i] = reduce of in[max(0, i - r) .. min(n - 1, i + r)], r = kernel / 2.
+/// Edges: the window is clipped to the valid range; avg divides by the number of valid
+/// elements (so a constant input stays constant). A kernel >= 2n - 1 makes every output the
+/// reduction of the whole input. kernel must be odd; kernel 1 or kind none copies.
+/// in and out may alias (in place). scratch: >= 2n floats (the other overload allocates).
+/// Throws depthkv::error for an even or zero kernel, or size mismatches.
 inline void pool1d(span<const float> in, span<float> out, std::size_t kernel, pool_kind kind, span<float> scratch) {
   constexpr const char* where = "depthkv::pool1d";
   DEPTHKV_CHECK(kernel % 2 == 1, where, "kernel must be odd, got ", kernel);

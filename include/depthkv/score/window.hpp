@@ -25,33 +25,33 @@
 namespace depthkv {
 DEPTHKV_BASELINE_BEGIN  // the same machine code in every TU (detail/target.hpp)
 
-// How the query heads of one kv head's GQA group are combined into one score per token.
+/// How the query heads of one kv head's GQA group are combined into one score per token.
 enum class gqa_reduce { mean, max };
 
 
-// The last w queries of one layer, f32 [n_heads][w][head_dim]: row (h, i) is head_dim dense
-// floats at data + h * head_stride + i * query_stride. Non-owning. Query head h belongs to kv
-// head h / (n_heads / n_kv_heads) (the usual GQA grouping).
+/// The last w queries of one layer, f32 [n_heads][w][head_dim]: row (h, i) is head_dim dense
+/// floats at data + h * head_stride + i * query_stride. Non-owning. Query head h belongs to kv
+/// head h / (n_heads / n_kv_heads) (the usual GQA grouping).
 struct window_queries {
   const float* data = nullptr;
   std::size_t n_heads = 0, w = 0, head_dim = 0;
   std::ptrdiff_t head_stride = 0, query_stride = 0;
 
-  // Dense [n_heads][w][head_dim].
-  // Dense [n_heads][w][head_dim]. Throws when the whole buffer's extent overflows.
+  /// Dense [n_heads][w][head_dim].
+  /// Dense [n_heads][w][head_dim]. Throws when the whole buffer's extent overflows.
   static window_queries dense(const float* data, std::size_t n_heads, std::size_t w, std::size_t head_dim) {
     check_extent("depthkv::window_queries::dense", n_heads, w, head_dim);
     return {data, n_heads, w, head_dim, static_cast<std::ptrdiff_t>(w * head_dim),
             static_cast<std::ptrdiff_t>(head_dim)};
   }
-  // Dense [w][n_heads][head_dim] (token-major, as engines often hold Q).
+  /// Dense [w][n_heads][head_dim] (token-major, as engines often hold Q).
   static window_queries token_major(const float* data, std::size_t n_heads, std::size_t w, std::size_t head_dim) {
     check_extent("depthkv::window_queries::token_major", n_heads, w, head_dim);
     return {data, n_heads, w, head_dim, static_cast<std::ptrdiff_t>(head_dim),
             static_cast<std::ptrdiff_t>(n_heads * head_dim)};
   }
   bool empty() const noexcept { return data == nullptr || n_heads == 0 || w == 0; }
-  // Throws unless n_heads * w * head_dim floats have byte offsets that fit in ptrdiff_t.
+  /// Throws unless n_heads * w * head_dim floats have byte offsets that fit in ptrdiff_t.
   static void check_extent(const char* where, std::size_t n_heads, std::size_t w, std::size_t head_dim) {
     std::size_t e = 0;
     DEPTHKV_CHECK(detail::mul_fits(n_heads, w, e) && detail::mul_fits(e, head_dim, e) &&
@@ -62,7 +62,7 @@ struct window_queries {
     DEPTHKV_ASSERT(h < n_heads && i < w);
     return data + static_cast<std::ptrdiff_t>(h) * head_stride + static_cast<std::ptrdiff_t>(i) * query_stride;
   }
-  // The last m (<= w) queries of the window.
+  /// The last m (<= w) queries of the window.
   window_queries last(std::size_t m) const noexcept {
     DEPTHKV_ASSERT(m <= w);
     window_queries r = *this;
@@ -72,28 +72,28 @@ struct window_queries {
   }
 };
 
-// Knobs of window_scores.
-//
-// Causality. The window queries are the last w tokens of the sequence, so query i may attend
-// only to keys at positions <= its own:
-//  - query_positions empty (default): the last w cached keys ARE the window tokens, in order:
-//    query i sees key rows [0, n - w + i]. Needs n >= w. This is the state right after a
-//    prefill (or after the window's tokens were appended), which is when SnapKV prunes.
-//  - query_positions given ([w], strictly ascending): query i sees the keys whose position
-//    (key_positions, [n] strictly ascending) is <= query_positions[i]. Use it when the window's
-//    own keys are not in the cache yet, or the positions are not contiguous.
-// A query that sees no key contributes nothing.
+/// Knobs of window_scores.
+///
+/// Causality. The window queries are the last w tokens of the sequence, so query i may attend
+/// only to keys at positions <= its own:
+///  - query_positions empty (default): the last w cached keys ARE the window tokens, in order:
+///    query i sees key rows [0, n - w + i]. Needs n >= w. This is the state right after a
+///    prefill (or after the window's tokens were appended), which is when SnapKV prunes.
+///  - query_positions given ([w], strictly ascending): query i sees the keys whose position
+///    (key_positions, [n] strictly ascending) is <= query_positions[i]. Use it when the window's
+///    own keys are not in the cache yet, or the positions are not contiguous.
+/// A query that sees no key contributes nothing.
 struct window_options {
   gqa_reduce reduce = gqa_reduce::mean;
-  std::optional<float> scale{};          // softmax scale of q.k (> 0); unset: 1/sqrt(head_dim)
-  span<const pos_t> query_positions{};   // see above
+  std::optional<float> scale{};          ///< softmax scale of q.k (> 0); unset: 1/sqrt(head_dim)
+  span<const pos_t> query_positions{};   ///< see above
 };
 
-// Reusable scratch of window_scores: sized on first use, then reused (no allocation in steady
-// state as long as n, head_dim and the group size do not grow).
+/// Reusable scratch of window_scores: sized on first use, then reused (no allocation in steady
+/// state as long as n, head_dim and the group size do not grow).
 class window_scratch {
  public:
-  // Grows the scratch to fit a head of n tokens, head_dim d, g query heads per kv head, w queries.
+  /// Grows the scratch to fit a head of n tokens, head_dim d, g query heads per kv head, w queries.
   void reserve(std::size_t n, std::size_t d, std::size_t g, std::size_t w) {
     buf_.reserve(std::max(detail::window_simd_plan::floats(n, d, g), detail::window_scratch_scalar(n, d)));
     limit_.reserve(w);
@@ -101,7 +101,7 @@ class window_scratch {
   std::size_t bytes_reserved() const noexcept {
     return buf_.size() * sizeof(float) + limit_.size() * sizeof(std::size_t);
   }
-  // Raw storage for the kernels (valid after reserve).
+  /// Raw storage for the kernels (valid after reserve).
   float* floats() noexcept { return buf_.data(); }
   std::size_t* limits() noexcept { return limit_.data(); }
 
@@ -140,7 +140,7 @@ inline void window_on(isa path, const window_job& job, const bf16* keys, std::pt
 #undef DEPTHKV_WINDOW_CASES
 #undef DEPTHKV_WINDOW_ON
 
-// Validates the inputs of window_scores; throws depthkv::error naming the bad argument.
+/// Validates the inputs of window_scores; throws depthkv::error naming the bad argument.
 template <class T>
 void check_window_args(const char* where, const window_queries& q, std::size_t n_kv_heads, std::size_t kv_head,
                        rows_view<const T> keys, span<const pos_t> key_positions, span<float> out,
@@ -182,12 +182,12 @@ void check_window_args(const char* where, const window_queries& q, std::size_t n
 }  // namespace detail
 
 
-// Scores the cached tokens of kv head `kv_head` (of n_kv_heads) of one layer:
-//   out[j] = reduce_{h in group(kv_head)} sum_{i < w} softmax_i(q[h][i] . k[j] * scale)[j]
-// keys: [n][head_dim] rows (f32, f16 or bf16); key_positions: [n] (only read when
-// opt.query_positions is given); out: >= n floats (the first n are written). Each score lies in
-// [0, w]; the scores of one head sum to the number of window queries that see >= 1 key (mean).
-// Within ~1e-6 relative of a double-precision evaluation. Throws depthkv::error on bad input.
+/// Scores the cached tokens of kv head `kv_head` (of n_kv_heads) of one layer:
+///   out[j] = reduce_{h in group(kv_head)} sum_{i < w} softmax_i(q[h][i] . k[j] * scale)[j]
+/// keys: [n][head_dim] rows (f32, f16 or bf16); key_positions: [n] (only read when
+/// opt.query_positions is given); out: >= n floats (the first n are written). Each score lies in
+/// [0, w]; the scores of one head sum to the number of window queries that see >= 1 key (mean).
+/// Within ~1e-6 relative of a double-precision evaluation. Throws depthkv::error on bad input.
 template <class T>
 void window_scores(const window_queries& q, std::size_t n_kv_heads, std::size_t kv_head, rows_view<const T> keys,
                    span<const pos_t> key_positions, span<float> out, window_scratch& scratch,

@@ -23,7 +23,7 @@ DEPTHKV_BASELINE_BEGIN  // the same machine code in every TU (detail/target.hpp)
 
 namespace detail {
 
-// Throws unless keep is strictly ascending and every index is < n.
+/// Throws unless keep is strictly ascending and every index is < n.
 inline void check_keep_list(const char* where, span<const index_t> keep, std::size_t n) {
   for (std::size_t i = 0; i < keep.size(); ++i) {
     DEPTHKV_CHECK(keep[i] < n, where, "keep[", i, "] = ", keep[i], " is out of range (rows: ", n, ")");
@@ -32,9 +32,9 @@ inline void check_keep_list(const char* where, span<const index_t> keep, std::si
   }
 }
 
-// Moves row keep[i] to row i for every i on the active kernel path. Pre: keep strictly
-// ascending, < rows.n. Since keep[i] >= i, a forward pass never overwrites a row it still
-// needs, and row i != row keep[i] never overlap.
+/// Moves row keep[i] to row i for every i on the active kernel path. Pre: keep strictly
+/// ascending, < rows.n. Since keep[i] >= i, a forward pass never overwrites a row it still
+/// needs, and row i != row keep[i] never overlap.
 template <class T>
 void compact_rows_unchecked(rows_view<T> rows, const index_t* keep, std::size_t k) noexcept {
   static_assert(!std::is_const_v<T>, "compaction writes the rows");
@@ -53,14 +53,14 @@ void compact_rows_unchecked(rows_view<T> rows, const index_t* keep, std::size_t 
   move_rows_on(active_isa(), m, keep, i, k);
 }
 
-// Same as compact_rows_unchecked for a plain array (positions).
+/// Same as compact_rows_unchecked for a plain array (positions).
 template <class T>
 void compact_values_unchecked(T* values, const index_t* keep, std::size_t k) noexcept {
   for (std::size_t i = 0; i < k; ++i) values[i] = values[keep[i]];
 }
 
-// A dense NHD view ([token][head][dim], no padding) as one row per token slot, so a layer-wide
-// retain moves all heads of a token in one row copy. Returns false for any other layout.
+/// A dense NHD view ([token][head][dim], no padding) as one row per token slot, so a layer-wide
+/// retain moves all heads of a token in one row copy. Returns false for any other layout.
 template <class T>
 bool as_token_slots(const kv_view<T>& v, rows_view<T>& slots) noexcept {
   const auto d = static_cast<std::ptrdiff_t>(v.head_dim());
@@ -72,9 +72,9 @@ bool as_token_slots(const kv_view<T>& v, rows_view<T>& slots) noexcept {
 
 }  // namespace detail
 
-// Keeps rows keep[0..k) of `rows` as rows 0..k, in place, on the active kernel path.
-// keep: strictly ascending, < rows.n.
-// Throws depthkv::error on a bad list or a rows view whose extent overflows, before anything is moved.
+/// Keeps rows keep[0..k) of `rows` as rows 0..k, in place, on the active kernel path.
+/// keep: strictly ascending, < rows.n.
+/// Throws depthkv::error on a bad list or a rows view whose extent overflows, before anything is moved.
 template <class T>
 void compact_rows(rows_view<T> rows, span<const index_t> keep) {
   detail::check_rows_view("depthkv::compact_rows", "rows", rows);
@@ -83,14 +83,14 @@ void compact_rows(rows_view<T> rows, span<const index_t> keep) {
 }
 
 namespace detail {
-// Throws unless k and v have the same shape.
+/// Throws unless k and v have the same shape.
 template <class T>
 void check_same_shape(const char* where, const kv_view<T>& k, const kv_view<T>& v) {
   DEPTHKV_CHECK(k.shape() == v.shape(), where, "K shape [", k.n_heads(), "][", k.n_tokens(), "][", k.head_dim(),
                 "] != V shape [", v.n_heads(), "][", v.n_tokens(), "][", v.head_dim(), "]");
 }
 
-// Throws unless per-head position rows of n entries are distinct for n_heads heads.
+/// Throws unless per-head position rows of n entries are distinct for n_heads heads.
 inline void check_positions(const char* where, const layer_positions& p, std::size_t n_heads, std::size_t n) {
   if (p.which() != layer_positions::kind::per_head || n_heads < 2) return;
   DEPTHKV_CHECK(abs_stride(p.head_stride()) >= n, where, "positions head_stride ", p.head_stride(),
@@ -98,10 +98,10 @@ inline void check_positions(const char* where, const layer_positions& p, std::si
 }
 }  // namespace detail
 
-// Keeps tokens `keep` (strictly ascending, < n_tokens) of every head of one layer's K and V
-// views, in place; positions move with their rows (a shared row once). k, v: the same shape,
-// any layout. Throws depthkv::error before mutating on a bad list or shape mismatch.
-// Complexity: O(n_heads * keep.size() * head_dim) row copies.
+/// Keeps tokens `keep` (strictly ascending, < n_tokens) of every head of one layer's K and V
+/// views, in place; positions move with their rows (a shared row once). k, v: the same shape,
+/// any layout. Throws depthkv::error before mutating on a bad list or shape mismatch.
+/// Complexity: O(n_heads * keep.size() * head_dim) row copies.
 template <class T>
 void retain(kv_view<T> k, kv_view<T> v, span<const index_t> keep,
             const layer_positions& positions = layer_positions::none()) {
@@ -124,8 +124,8 @@ void retain(kv_view<T> k, kv_view<T> v, span<const index_t> keep,
   for (std::size_t h = 0; h < rows; ++h) detail::compact_values_unchecked(positions.head(h), keep.data(), keep.size());
 }
 
-// Keeps tokens `keep` of head `head` only, whose first `live.value` (<= n_tokens) rows hold
-// tokens; `head_positions` ([live], or null for none) moves with them. Throws before mutating.
+/// Keeps tokens `keep` of head `head` only, whose first `live.value` (<= n_tokens) rows hold
+/// tokens; `head_positions` ([live], or null for none) moves with them. Throws before mutating.
 template <class T>
 void retain_head(kv_view<T> k, kv_view<T> v, std::size_t head, tokens live, span<const index_t> keep,
                  pos_t* head_positions) {
@@ -139,7 +139,7 @@ void retain_head(kv_view<T> k, kv_view<T> v, std::size_t head, tokens live, span
   if (head_positions) detail::compact_values_unchecked(head_positions, keep.data(), keep.size());
 }
 
-// Same, for a head whose n_tokens rows all hold tokens.
+/// Same, for a head whose n_tokens rows all hold tokens.
 template <class T>
 void retain_head(kv_view<T> k, kv_view<T> v, std::size_t head, span<const index_t> keep,
                  pos_t* head_positions = nullptr) {

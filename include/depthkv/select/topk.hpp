@@ -31,10 +31,10 @@ namespace depthkv {
 DEPTHKV_BASELINE_BEGIN  // the same machine code in every TU (detail/target.hpp)
 
 namespace detail {
-// Largest row top-k accepts: every index must fit in index_t.
+/// Largest row top-k accepts: every index must fit in index_t.
 inline constexpr std::size_t topk_max_n = std::size_t{std::numeric_limits<index_t>::max()} + 1;
 
-// Validates one row and returns min(k, n).
+/// Validates one row and returns min(k, n).
 inline std::size_t check_topk_row(const char* where, std::size_t n, std::size_t k, std::size_t out_room,
                                   const topk_options& opt) {
   DEPTHKV_CHECK(n <= topk_max_n, where, "a row of ", n, " scores exceeds the ", topk_max_n,
@@ -47,8 +47,8 @@ inline std::size_t check_topk_row(const char* where, std::size_t n, std::size_t 
   return m;
 }
 
-// Throws unless rows (n_rows > 0) do not overlap (stride >= length when n_rows > 1) and the
-// last row, ending at (n_rows - 1) * stride + length (overflow-checked), lies within data.
+/// Throws unless rows (n_rows > 0) do not overlap (stride >= length when n_rows > 1) and the
+/// last row, ending at (n_rows - 1) * stride + length (overflow-checked), lies within data.
 template <class T>
 void check_strided_rows(const char* where, const char* name, const strided_rows<T>& r) {
   DEPTHKV_CHECK(r.n_rows == 1 || r.stride >= r.length, where, name, ".stride ", r.stride, " < ", name,
@@ -62,29 +62,29 @@ void check_strided_rows(const char* where, const char* name, const strided_rows<
 
 }  // namespace detail
 
-// Writes the indices of the min(k, n) largest scores into out[0..), ascending, and returns
-// how many, on the active kernel path (active_isa()). Uses and grows `scratch`; allocates
-// nothing once scratch has room for n scores.
+/// Writes the indices of the min(k, n) largest scores into out[0..), ascending, and returns
+/// how many, on the active kernel path (active_isa()). Uses and grows `scratch`; allocates
+/// nothing once scratch has room for n scores.
 inline std::size_t topk(span<const float> scores, std::size_t k, span<index_t> out, const topk_options& opt,
                         topk_scratch& scratch) {
   detail::check_topk_row("depthkv::topk", scores.size(), k, out.size(), opt);
   return detail::topk_row_on(active_isa(), scores.data(), scores.size(), k, out.data(), opt, scratch);
 }
 
-// Same with temporary scratch (allocates about 8 bytes per score when n >= 2048).
+/// Same with temporary scratch (allocates about 8 bytes per score when n >= 2048).
 inline std::size_t topk(span<const float> scores, std::size_t k, span<index_t> out, const topk_options& opt = {}) {
   topk_scratch scratch;
   return topk(scores, k, out, opt, scratch);
 }
 
-// Batched top-k, one row per kv head: row h of `scores` ([n_rows][length], row stride
-// scores.stride) keeps its min(ks[h], length) largest scores, whose indices go to row h of
-// `out` (out.length: room per row, >= every min(ks[h], length)), ascending. counts ([n_rows],
-// or empty when not wanted) receives min(ks[h], length).
-// Errors (depthkv::error, before any row is written): ks or counts of the wrong size, out with
-// another n_rows, a stride below its length, rows beyond their span (all extents are
-// overflow-checked), a row whose protected positions exceed its k.
-// Complexity: O(n_rows * length) expected, no allocation once scratch has grown.
+/// Batched top-k, one row per kv head: row h of `scores` ([n_rows][length], row stride
+/// scores.stride) keeps its min(ks[h], length) largest scores, whose indices go to row h of
+/// `out` (out.length: room per row, >= every min(ks[h], length)), ascending. counts ([n_rows],
+/// or empty when not wanted) receives min(ks[h], length).
+/// Errors (depthkv::error, before any row is written): ks or counts of the wrong size, out with
+/// another n_rows, a stride below its length, rows beyond their span (all extents are
+/// overflow-checked), a row whose protected positions exceed its k.
+/// Complexity: O(n_rows * length) expected, no allocation once scratch has grown.
 inline void topk_rows(strided_rows<const float> scores, span<const std::size_t> ks, strided_rows<index_t> out,
                       span<std::size_t> counts, const topk_options& opt, topk_scratch& scratch) {
   constexpr const char* where = "depthkv::topk_rows";

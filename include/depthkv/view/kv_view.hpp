@@ -16,9 +16,9 @@
 namespace depthkv {
 DEPTHKV_BASELINE_BEGIN  // the same machine code in every TU (detail/target.hpp)
 
-// Non-owning view of one layer's K (or V): [n_heads][n_tokens][head_dim] addressed through
-// explicit element strides, so both NHD and HND engine buffers (and padded ones) work.
-// T is float, Eigen::half or Eigen::bfloat16, optionally const.
+/// Non-owning view of one layer's K (or V): [n_heads][n_tokens][head_dim] addressed through
+/// explicit element strides, so both NHD and HND engine buffers (and padded ones) work.
+/// T is float, Eigen::half or Eigen::bfloat16, optionally const.
 template <class T>
 class kv_view {
   static_assert(is_kv_element_v<T>,
@@ -29,22 +29,22 @@ class kv_view {
 
   kv_view() = default;
 
-  // Throws depthkv::error when data is null for a non-empty shape, head_dim is 0, or the
-  // strides make two distinct (head, token) rows overlap.
+  /// Throws depthkv::error when data is null for a non-empty shape, head_dim is 0, or the
+  /// strides make two distinct (head, token) rows overlap.
   kv_view(T* data, kv_shape shape, kv_strides strides) : data_(data), shape_(shape), strides_(strides) {
     validate();
   }
 
-  // Dense NHD buffer [n_tokens][n_heads][head_dim]. Throws as the constructor does.
+  /// Dense NHD buffer [n_tokens][n_heads][head_dim]. Throws as the constructor does.
   static kv_view nhd(T* data, kv_shape shape) {
     const auto token = detail::checked_stride("depthkv::kv_view::nhd", shape.n_heads, "n_heads", shape.head_dim,
                                               "head_dim");
     return kv_view(data, shape, kv_strides{static_cast<std::ptrdiff_t>(shape.head_dim), token});
   }
-  // Dense HND buffer [n_heads][n_tokens][head_dim].
+  /// Dense HND buffer [n_heads][n_tokens][head_dim].
   static kv_view hnd(T* data, kv_shape shape) { return hnd(data, shape, shape.n_tokens); }
-  // HND buffer [n_heads][token_capacity][head_dim] whose first shape.n_tokens slots per head are
-  // used. Throws when token_capacity < shape.n_tokens.
+  /// HND buffer [n_heads][token_capacity][head_dim] whose first shape.n_tokens slots per head are
+  /// used. Throws when token_capacity < shape.n_tokens.
   static kv_view hnd(T* data, kv_shape shape, std::size_t token_capacity) {
     DEPTHKV_CHECK(token_capacity >= shape.n_tokens, "depthkv::kv_view::hnd", "token_capacity (", token_capacity,
                   ") < n_tokens (", shape.n_tokens, ")");
@@ -60,13 +60,13 @@ class kv_view {
   std::size_t n_tokens() const noexcept { return shape_.n_tokens; }
   std::size_t head_dim() const noexcept { return shape_.head_dim; }
 
-  // Pointer to row (head h, token t); h < n_heads, t < n_tokens.
+  /// Pointer to row (head h, token t); h < n_heads, t < n_tokens.
   T* row(std::size_t h, std::size_t t) const noexcept {
     DEPTHKV_ASSERT(h < shape_.n_heads && t < shape_.n_tokens);
     return data_ + static_cast<std::ptrdiff_t>(h) * strides_.head +
            static_cast<std::ptrdiff_t>(t) * strides_.token;
   }
-  // The rows of head h (the first `n` of them; default all n_tokens).
+  /// The rows of head h (the first `n` of them; default all n_tokens).
   rows_view<T> head(std::size_t h) const noexcept { return head(h, shape_.n_tokens); }
   rows_view<T> head(std::size_t h, std::size_t n) const noexcept {
     DEPTHKV_ASSERT(h < shape_.n_heads && n <= shape_.n_tokens);

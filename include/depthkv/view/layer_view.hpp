@@ -11,9 +11,9 @@
 namespace depthkv {
 DEPTHKV_BASELINE_BEGIN  // the same machine code in every TU (detail/target.hpp)
 
-// Non-owning. keys and values: [n_heads][n_tokens][head_dim] views of the same shape (any
-// layout); positions: where the rows' positions are (or none); lengths: [n_heads], in: rows of
-// head h that hold tokens (<= n_tokens; heads may differ), out: rows kept after a prune.
+/// Non-owning. keys and values: [n_heads][n_tokens][head_dim] views of the same shape (any
+/// layout); positions: where the rows' positions are (or none); lengths: [n_heads], in: rows of
+/// head h that hold tokens (<= n_tokens; heads may differ), out: rows kept after a prune.
 template <class T>
 struct layer_view {
   kv_view<T> keys{};

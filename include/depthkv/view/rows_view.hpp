@@ -14,14 +14,14 @@
 namespace depthkv {
 DEPTHKV_BASELINE_BEGIN  // the same machine code in every TU (detail/target.hpp)
 
-// Rows of one head: row t is `dim` dense elements at data + t * stride. Non-owning.
-// T may be const. Kernels (score, compact) work on this; it is valid for any layout.
+/// Rows of one head: row t is `dim` dense elements at data + t * stride. Non-owning.
+/// T may be const. Kernels (score, compact) work on this; it is valid for any layout.
 template <class T>
 struct rows_view {
   T* data = nullptr;
-  std::size_t n = 0;          // rows
-  std::size_t dim = 0;        // elements per row
-  std::ptrdiff_t stride = 0;  // elements between consecutive rows (>= dim)
+  std::size_t n = 0;          ///< rows
+  std::size_t dim = 0;        ///< elements per row
+  std::ptrdiff_t stride = 0;  ///< elements between consecutive rows (>= dim)
 
   T* row(std::size_t t) const noexcept {
     DEPTHKV_ASSERT(t < n);
@@ -36,15 +36,15 @@ inline std::size_t abs_stride(std::ptrdiff_t s) noexcept {
   return s < 0 ? static_cast<std::size_t>(-(s + 1)) + 1 : static_cast<std::size_t>(s);
 }
 
-// Largest element offset a view may address: byte offsets must fit in ptrdiff_t.
+/// Largest element offset a view may address: byte offsets must fit in ptrdiff_t.
 template <class T>
 constexpr std::size_t max_view_elements() noexcept {
   return ptrdiff_max / sizeof(T);
 }
 
-// Throws unless `rows` addresses a valid range: data set when rows exist, dim > 0, rows that do
-// not overlap (|stride| >= dim when n > 1), and (n - 1) * |stride| + dim elements whose byte
-// offsets fit in ptrdiff_t.
+/// Throws unless `rows` addresses a valid range: data set when rows exist, dim > 0, rows that do
+/// not overlap (|stride| >= dim when n > 1), and (n - 1) * |stride| + dim elements whose byte
+/// offsets fit in ptrdiff_t.
 template <class T>
 void check_rows_view(const char* where, const char* name, const rows_view<T>& rows) {
   if (rows.n == 0) return;
@@ -60,7 +60,7 @@ void check_rows_view(const char* where, const char* name, const rows_view<T>& ro
                 " address more than ", max_view_elements<T>(), " elements");
 }
 
-// a * b as an element stride, or throws naming the two counts.
+/// a * b as an element stride, or throws naming the two counts.
 inline std::ptrdiff_t checked_stride(const char* where, std::size_t a, const char* a_name, std::size_t b,
                                      const char* b_name) {
   std::size_t r = 0;

@@ -8,8 +8,8 @@
 namespace depthkv {
 DEPTHKV_BASELINE_BEGIN  // the same machine code in every TU (detail/target.hpp)
 
-// Named counts. A shape is built from these, so `kv_shape(tokens{n}, heads{h}, dim{d})` (a
-// swap) does not compile where `(n_heads, n_tokens, head_dim)` as plain integers would pass.
+/// Named counts. A shape is built from these, so `kv_shape(tokens{n}, heads{h}, dim{d})` (a
+/// swap) does not compile where `(n_heads, n_tokens, head_dim)` as plain integers would pass.
 struct layers {
   std::size_t value;
   constexpr explicit layers(std::size_t v) noexcept : value(v) {}
@@ -27,15 +27,15 @@ struct dim {
   constexpr explicit dim(std::size_t v) noexcept : value(v) {}
 };
 
-// How an engine lays out one layer's K (or V):
-//   nhd: [token][kv_head][head_dim]  (llama.cpp-like; token slots shared across heads)
-//   hnd: [kv_head][token][head_dim]  (each head's rows contiguous; vLLM/FlashInfer-like)
+/// How an engine lays out one layer's K (or V):
+///   nhd: [token][kv_head][head_dim]  (llama.cpp-like; token slots shared across heads)
+///   hnd: [kv_head][token][head_dim]  (each head's rows contiguous; vLLM/FlashInfer-like)
 enum class layout { nhd, hnd };
 
 constexpr const char* layout_name(layout l) noexcept { return l == layout::nhd ? "nhd" : "hnd"; }
 
-// Logical shape of one layer's K or V: [n_heads][n_tokens][head_dim], whatever the layout.
-// Built from named counts only: kv_shape(heads{8}, tokens{1024}, dim{128}).
+/// Logical shape of one layer's K or V: [n_heads][n_tokens][head_dim], whatever the layout.
+/// Built from named counts only: kv_shape(heads{8}, tokens{1024}, dim{128}).
 struct kv_shape {
   std::size_t n_heads = 0;
   std::size_t n_tokens = 0;
@@ -50,7 +50,7 @@ struct kv_shape {
   friend constexpr bool operator!=(const kv_shape& a, const kv_shape& b) noexcept { return !(a == b); }
 };
 
-// Element strides of the head and token dimensions; the head_dim dimension is always dense.
+/// Element strides of the head and token dimensions; the head_dim dimension is always dense.
 struct kv_strides {
   std::ptrdiff_t head = 0;
   std::ptrdiff_t token = 0;
