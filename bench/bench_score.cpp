@@ -175,7 +175,7 @@ void BM_window(benchmark::State& st) {
   std::vector<T> k(n * d);
   for (auto& x : q) x = nd(g);
   for (auto& x : k) x = T(nd(g));
-  const window_queries wq = window_queries::dense(q.data(), gq, w, d);
+  const window_queries wq = window_queries::dense(q.data(), kv_shape(heads{gq}, tokens{w}, dim{d}));
   const rows_view<const T> keys{k.data(), n, d, static_cast<std::ptrdiff_t>(d)};
   std::vector<float> out(n);
   window_scratch ws;
@@ -344,7 +344,7 @@ struct prune_fixture {
     original.append(0, kv_view<const f16>::hnd(k.data(), kv_shape(heads{H}, tokens{n}, dim{d})), kv_view<const f16>::hnd(v.data(), kv_shape(heads{H}, tokens{n}, dim{d})),
                     pos_t(0));
     cache = original;
-    lq.queries = window_queries::dense(q.data(), Hq, w, d);
+    lq.queries = window_queries::dense(q.data(), kv_shape(heads{Hq}, tokens{w}, dim{d}));
     policy.n_sink = 4;
     policy.n_recent = w;
   }

@@ -28,7 +28,7 @@ struct layer_data {
     for (auto& x : q) x = nd(rng());
     for (auto& x : k) x = nd(rng());
     for (std::size_t j = 0; j < n; ++j) pos[j] = pos_t(10 + 2 * j);
-    wq = window_queries::dense(q.data(), H, w, d);
+    wq = window_queries::dense(q.data(), kv_shape(heads{H}, tokens{w}, dim{d}));
   }
   head_input<float> input(std::size_t h) const {
     head_input<float> in;
@@ -137,7 +137,7 @@ TEST_CASE("snapkv: hand-computed pooled scores", "[policies]") {
   // One query (w = 1) with q = 0: uniform attention 1/4 over 4 keys; avg pooling keeps 1/4,
   // and the sum over keys is 1.
   std::vector<float> q(4, 0.f), k(16, 1.f);
-  const window_queries wq = window_queries::dense(q.data(), 1, 1, 4);
+  const window_queries wq = window_queries::dense(q.data(), kv_shape(heads{1}, tokens{1}, dim{4}));
   head_input<float> in;
   in.keys = {k.data(), 4, 4, 4};
   in.queries = &wq;

@@ -213,7 +213,7 @@ TEST_CASE("snapkv prune with window queries and protected window", "[prune]") {
   std::vector<float> q(Hq * w * d);
   std::normal_distribution<float> nd;
   for (auto& x : q) x = nd(rng());
-  layer_queries lq{window_queries::dense(q.data(), Hq, w, d), {}};
+  layer_queries lq{window_queries::dense(q.data(), kv_shape(heads{Hq}, tokens{w}, dim{d})), {}};
   snapkv p;
   p.n_sink = 4;
   p.n_recent = w;
@@ -243,7 +243,7 @@ TEST_CASE("prune over all layers with per-layer keep counts", "[prune]") {
 
 TEST_CASE("prune is allocation-free in steady state", "[prune]") {
   const std::vector<float> q(16 * 4 * 32, 0.5f);
-  layer_queries lq{window_queries::dense(q.data(), 16, 4, 32), {}};
+  layer_queries lq{window_queries::dense(q.data(), kv_shape(heads{16}, tokens{4}, dim{32})), {}};
   prune_workspace ws;
   for (granularity g : {granularity::per_head, granularity::shared, granularity::adaptive}) {
     prune_options o;
@@ -260,6 +260,18 @@ TEST_CASE("prune is allocation-free in steady state", "[prune]") {
     CHECK(c2.bytes_reserved() == cache_bytes);
     CHECK(dump(c1) == dump(c2));
   }
+}
+
+TEST_CASE("prune_workspace::bytes_reserved counts every buffer, the top-k scratch included", "[prune]") {
+  prune_workspace ws;
+  auto c = make_cache<float>(1, 2, 8, 5000);  // rows >= 2048: top-k uses its scratch
+  prune_layer(c, 0, 100, knorm{}, ws);
+  REQUIRE(ws.select.bytes_reserved() > 0);
+  const std::size_t parts = ws.score.bytes_reserved() + ws.select.bytes_reserved() +
+                            ws.scores.capacity() * sizeof(float) + ws.keep.capacity() * sizeof(index_t) +
+                            ws.counts.capacity() * sizeof(std::size_t) + ws.cand_score.capacity() * sizeof(float) +
+                            (ws.cand_ref.capacity() + ws.pick.capacity() + ws.merged.capacity()) * sizeof(index_t);
+  CHECK(ws.bytes_reserved() == parts);
 }
 
 TEST_CASE("h2o decode loop keeps its invariants", "[prune]") {
@@ -403,8 +415,8 @@ TEST_CASE("prune errors leave the cache (and h2o state) unchanged", "[prune]") {
   require_error([&] { prune(cache, keeps, knorm{1, 1}, ws); }, {"keep 1 for layer 2"});
   // Queries that do not fit layer 1 (wrong head_dim).
   const std::vector<float> q(2 * 2 * 4, 1.f);
-  std::vector<layer_queries> lqs(3, layer_queries{window_queries::dense(q.data(), 2, 2, 8), {}});
-  lqs[1].queries = window_queries::dense(q.data(), 2, 2, 4);
+  std::vector<layer_queries> lqs(3, layer_queries{window_queries::dense(q.data(), kv_shape(heads{2}, tokens{2}, dim{8})), {}});
+  lqs[1].queries = window_queries::dense(q.data(), kv_shape(heads{2}, tokens{2}, dim{4}));
   require_error([&] { prune(cache, span<const std::size_t>(keeps.data(), 3), snapkv{}, ws, lqs); }, {"head_dim"});
   // h2o whose state does not match the cache.
   h2o_state st(3, 2);

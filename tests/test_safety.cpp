@@ -310,13 +310,13 @@ TEST_CASE("compact_rows and window_scores reject rows views whose extent overflo
   CHECK(buf == std::vector<float>(64, 1.f));
   std::vector<float> q(8, 0.5f), out(8, -1.f);
   window_scratch ws;
-  const auto wq = window_queries::dense(q.data(), 1, 1, 8);
+  const auto wq = window_queries::dense(q.data(), kv_shape(heads{1}, tokens{1}, dim{8}));
   require_error([&] { window_scores(wq, 1, 0, rows_view<const float>{buf.data(), opaque(big / 2), 8, 8}, {}, out, ws); },
                 {"depthkv::window_scores", "keys", "address more than"});
   CHECK(out == std::vector<float>(8, -1.f));
-  require_error([&] { window_queries::dense(q.data(), std::size_t{1} << 40, std::size_t{1} << 40, 128); },
+  require_error([&] { window_queries::dense(q.data(), kv_shape(heads{std::size_t{1} << 40}, tokens{std::size_t{1} << 40}, dim{128})); },
                 {"depthkv::window_queries::dense", "overflow"});
-  require_error([&] { window_queries::token_major(q.data(), big, 2, 1); }, {"depthkv::window_queries::token_major"});
+  require_error([&] { window_queries::token_major(q.data(), kv_shape(heads{big}, tokens{2}, dim{1})); }, {"depthkv::window_queries::token_major"});
   // pool1d's scratch size 2n for an input span that claims SIZE_MAX / 2 + 1 scores.
   const std::size_t huge = opaque(big / 2 + 1);
   const span<const float> claimed(buf.data(), huge);

@@ -55,7 +55,7 @@ void drive_layer(model_state& m, std::size_t layer, prune_workspace& ws) {
     if (s % 3 == 2) {
       for (auto& x : q) x = nd(g);
       layer_queries lq;
-      lq.queries = window_queries::dense(q.data(), Hq, w, D);
+      lq.queries = window_queries::dense(q.data(), kv_shape(heads{Hq}, tokens{w}, dim{D}));
       snapkv p;
       p.n_sink = 1;
       p.n_recent = w;

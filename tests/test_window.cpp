@@ -79,7 +79,7 @@ struct random_case {
       }
   }
   rows_view<const T> keys() const { return {k.data(), n, d, static_cast<std::ptrdiff_t>(stride)}; }
-  window_queries queries() const { return window_queries::dense(q.data(), H, w, d); }
+  window_queries queries() const { return window_queries::dense(q.data(), kv_shape(heads{H}, tokens{w}, dim{d})); }
 };
 
 }  // namespace
@@ -96,7 +96,7 @@ TEST_CASE("window_scores: hand-computed single query", "[window]") {
     std::vector<float> out(3);
     window_options o;
     o.scale = 1.f;
-    window_scores(window_queries::dense(q.data(), 1, 1, 2), 1, 0, rows_view<const float>{k.data(), 3, 2, 2}, {}, out,
+    window_scores(window_queries::dense(q.data(), kv_shape(heads{1}, tokens{1}, dim{2})), 1, 0, rows_view<const float>{k.data(), 3, 2, 2}, {}, out,
                   ws, o);
     CHECK(out[0] == Approx(1 / z).epsilon(1e-6));
     CHECK(out[1] == Approx(std::exp(1.0) / z).epsilon(1e-6));
@@ -115,7 +115,7 @@ TEST_CASE("window_scores: causal window of two queries (last keys are the window
     window_scratch ws;
     std::vector<float> out(3);
     window_options o;
-    window_scores(window_queries::dense(q.data(), 1, 2, 4), 1, 0, rows_view<const float>{k.data(), 3, 4, 4}, {}, out,
+    window_scores(window_queries::dense(q.data(), kv_shape(heads{1}, tokens{2}, dim{4})), 1, 0, rows_view<const float>{k.data(), 3, 4, 4}, {}, out,
                   ws, o);
     CHECK(out[0] == Approx(0.5 + 1.0 / 3).epsilon(1e-6));
     CHECK(out[1] == Approx(0.5 + 1.0 / 3).epsilon(1e-6));
@@ -211,13 +211,13 @@ TEST_CASE("window_scores: GQA mean and max over the group's heads", "[window]") 
     std::vector<float> out(3);
     window_options o;
     o.scale = 1.f;
-    window_scores(window_queries::dense(q.data(), 2, 1, d), 1, 0, rows_view<const float>{k.data(), 3, d, 4}, {}, out,
+    window_scores(window_queries::dense(q.data(), kv_shape(heads{2}, tokens{1}, dim{d})), 1, 0, rows_view<const float>{k.data(), 3, d, 4}, {}, out,
                   ws, o);
     CHECK(out[0] == Approx(0.5).margin(1e-6));
     CHECK(out[1] == Approx(0.0).margin(1e-6));
     CHECK(out[2] == Approx(0.5).margin(1e-6));
     o.reduce = gqa_reduce::max;
-    window_scores(window_queries::dense(q.data(), 2, 1, d), 1, 0, rows_view<const float>{k.data(), 3, d, 4}, {}, out,
+    window_scores(window_queries::dense(q.data(), kv_shape(heads{2}, tokens{1}, dim{d})), 1, 0, rows_view<const float>{k.data(), 3, d, 4}, {}, out,
                   ws, o);
     CHECK(out[0] == Approx(1.0).margin(1e-6));
     CHECK(out[2] == Approx(1.0).margin(1e-6));
@@ -241,7 +241,7 @@ TEST_CASE("window_scores: token-major queries and strided (NHD) keys", "[window]
     std::vector<float> a(n), b(n);
     window_options o;
     window_scores(c.queries(), n_kv, 1, c.keys(), {}, a, ws, o);
-    window_scores(window_queries::token_major(qt.data(), H, w, d), n_kv, 1, view.head(1), {}, b, ws, o);
+    window_scores(window_queries::token_major(qt.data(), kv_shape(heads{H}, tokens{w}, dim{d})), n_kv, 1, view.head(1), {}, b, ws, o);
     for (std::size_t j = 0; j < n; ++j) REQUIRE(a[j] == b[j]);
   }
 }

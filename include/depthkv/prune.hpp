@@ -42,7 +42,7 @@ struct layer_queries {
 };
 
 /// Caller-owned scratch of the pipeline, reused across calls: after the first call at a given
-/// size, pruning allocates nothing (bytes_reserved() stays put).
+/// size, pruning allocates nothing (bytes_reserved() stays put). One per thread.
 class prune_workspace {
  public:
   /// Bytes held by every buffer, the top-k scratch included.

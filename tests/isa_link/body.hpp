@@ -37,7 +37,7 @@ static result run_body() {
   depthkv::compact_rows(depthkv::rows_view<float>{keys, n, d, static_cast<std::ptrdiff_t>(d)},
                         depthkv::span<const depthkv::index_t>(idx, m));
   depthkv::window_scratch ws;
-  depthkv::window_scores(depthkv::window_queries::dense(q, 1, w, d), 1, 0,
+  depthkv::window_scores(depthkv::window_queries::dense(q, depthkv::kv_shape(depthkv::heads{1}, depthkv::tokens{w}, depthkv::dim{d})), 1, 0,
                          depthkv::rows_view<const float>{keys, m, d, static_cast<std::ptrdiff_t>(d)}, {},
                          depthkv::span<float>(out, m), ws);
   for (std::size_t j = 0; j < m; ++j) {

@@ -37,7 +37,7 @@ int main() {
   if (!std::equal(kept.begin(), kept.end(), keys.begin())) return std::puts("portable_check: FAILED compact_rows"), 1;
   std::vector<float> out(k);
   window_scratch ws;
-  window_scores(window_queries::dense(q.data(), 1, w, d), 1, 0, rows_view<const float>{keys.data(), k, d, static_cast<std::ptrdiff_t>(d)}, {}, span<float>(out), ws);
+  window_scores(window_queries::dense(q.data(), kv_shape(heads{1}, tokens{w}, dim{d})), 1, 0, rows_view<const float>{keys.data(), k, d, static_cast<std::ptrdiff_t>(d)}, {}, span<float>(out), ws);
   std::vector<double> ref(k, 0.0);
   for (std::size_t i = 0; i < w; ++i) {
     const std::size_t lim = k - w + i + 1;

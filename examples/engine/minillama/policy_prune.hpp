@@ -31,7 +31,8 @@ inline window_query_buffer window_queries_of(const layer_record& rec) {
     for (std::size_t i = 0; i < w; ++i)
       for (std::size_t d = 0; d < hd; ++d)
         b.data[(h * w + i) * hd + d] = rec.queries[h](static_cast<Eigen::Index>(i), static_cast<Eigen::Index>(d));
-  b.view.queries = depthkv::window_queries::dense(b.data.data(), H, w, hd);
+  const depthkv::kv_shape shape(depthkv::heads{H}, depthkv::tokens{w}, depthkv::dim{hd});
+  b.view.queries = depthkv::window_queries::dense(b.data.data(), shape);
   b.view.query_positions = depthkv::span<const depthkv::pos_t>(rec.window_positions);
   return b;
 }

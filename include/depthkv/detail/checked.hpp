@@ -10,7 +10,7 @@
 #include <utility>
 
 #include "depthkv/detail/target.hpp"
-#include "depthkv/error.hpp"
+#include "depthkv/detail/raise.hpp"
 
 namespace depthkv::detail {
 DEPTHKV_BASELINE_BEGIN

@@ -215,7 +215,8 @@ struct random_policy {
 /// rows (softmax weights over a head's cached rows, oldest first) as it computes them, during
 /// prefill and decode; a row longer than the state extends it (new tokens start at 0). Rows of
 /// every query head of a kv head's group add up (GQA: the group's sum). The prune pipeline
-/// compacts the state together with the cache (h2o::on_retain).
+/// compacts the state together with the cache (h2o::on_retain). Thread safety: members that
+/// take a layer may run concurrently on different layers (each touches only that layer's rows).
 class h2o_state {
  public:
   h2o_state() = default;

@@ -37,15 +37,18 @@ struct window_queries {
   std::size_t n_heads = 0, w = 0, head_dim = 0;
   std::ptrdiff_t head_stride = 0, query_stride = 0;
 
-  /// Dense [n_heads][w][head_dim].
-  /// Dense [n_heads][w][head_dim]. Throws when the whole buffer's extent overflows.
-  static window_queries dense(const float* data, std::size_t n_heads, std::size_t w, std::size_t head_dim) {
+  /// Dense [n_heads][w][head_dim] queries, shape from named counts (tokens = w):
+  /// window_queries::dense(q, kv_shape(heads{n_q_heads}, tokens{w}, dim{head_dim})).
+  /// Throws when the whole buffer's extent overflows.
+  static window_queries dense(const float* data, kv_shape shape) {
+    const std::size_t n_heads = shape.n_heads, w = shape.n_tokens, head_dim = shape.head_dim;
     check_extent("depthkv::window_queries::dense", n_heads, w, head_dim);
     return {data, n_heads, w, head_dim, static_cast<std::ptrdiff_t>(w * head_dim),
             static_cast<std::ptrdiff_t>(head_dim)};
   }
   /// Dense [w][n_heads][head_dim] (token-major, as engines often hold Q).
-  static window_queries token_major(const float* data, std::size_t n_heads, std::size_t w, std::size_t head_dim) {
+  static window_queries token_major(const float* data, kv_shape shape) {
+    const std::size_t n_heads = shape.n_heads, w = shape.n_tokens, head_dim = shape.head_dim;
     check_extent("depthkv::window_queries::token_major", n_heads, w, head_dim);
     return {data, n_heads, w, head_dim, static_cast<std::ptrdiff_t>(head_dim),
             static_cast<std::ptrdiff_t>(n_heads * head_dim)};

@@ -17,7 +17,7 @@
 #include <cstdint>
 
 #include "depthkv/select/detail/topk_common.hpp"
-#include "depthkv/select/topk_options.hpp"
+#include "depthkv/select/detail/topk_types.hpp"
 
 namespace depthkv::detail::DEPTHKV_AVX2_NS {
 DEPTHKV_AVX2_BEGIN

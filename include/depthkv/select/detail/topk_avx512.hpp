@@ -15,7 +15,7 @@
 #include <cstddef>
 
 #include "depthkv/select/detail/topk_common.hpp"
-#include "depthkv/select/topk_options.hpp"
+#include "depthkv/select/detail/topk_types.hpp"
 
 namespace depthkv::detail::DEPTHKV_AVX512_NS {
 DEPTHKV_AVX512_BEGIN

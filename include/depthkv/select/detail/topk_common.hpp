@@ -13,7 +13,7 @@
 
 #include "depthkv/config.hpp"
 #include "depthkv/detail/target.hpp"
-#include "depthkv/select/topk_options.hpp"
+#include "depthkv/select/detail/topk_types.hpp"
 #include "depthkv/types.hpp"
 
 namespace depthkv::detail {

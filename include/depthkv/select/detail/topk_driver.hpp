@@ -10,7 +10,7 @@
 #include "depthkv/select/detail/topk_avx512.hpp"
 #include "depthkv/select/detail/topk_common.hpp"
 #include "depthkv/select/detail/topk_scalar.hpp"
-#include "depthkv/select/topk_options.hpp"
+#include "depthkv/select/detail/topk_types.hpp"
 
 namespace depthkv::detail {
 DEPTHKV_BASELINE_BEGIN

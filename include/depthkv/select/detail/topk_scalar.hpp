@@ -10,7 +10,7 @@
 #include <cstdint>
 
 #include "depthkv/select/detail/topk_common.hpp"
-#include "depthkv/select/topk_options.hpp"
+#include "depthkv/select/detail/topk_types.hpp"
 
 namespace depthkv::detail::scalar {
 DEPTHKV_BASELINE_BEGIN
