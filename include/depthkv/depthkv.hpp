@@ -13,6 +13,7 @@
 #include "depthkv/view/positions.hpp"
 #include "depthkv/view/layer_view.hpp"
 #include "depthkv/view/strided_rows.hpp"
+#include "depthkv/view/paged.hpp"
 
 // cache/: the owning cache
 #include "depthkv/cache/kv_cache.hpp"
