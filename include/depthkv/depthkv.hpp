@@ -17,6 +17,7 @@
 
 // cache/: the owning cache
 #include "depthkv/cache/kv_cache.hpp"
+#include "depthkv/cache/block_allocator.hpp"
 
 // select/
 #include "depthkv/select/topk_options.hpp"
