@@ -19,14 +19,8 @@ namespace depthkv {
 DEPTHKV_BASELINE_BEGIN  // the same machine code in every TU (detail/target.hpp)
 
 /// Named counts of a page pool (with heads and dim from view/shape.hpp).
-struct blocks {
-  std::size_t value;
-  constexpr explicit blocks(std::size_t v) noexcept : value(v) {}
-};
-struct block_tokens {
-  std::size_t value;
-  constexpr explicit block_tokens(std::size_t v) noexcept : value(v) {}
-};
+using blocks = named_count<struct blocks_tag>;
+using block_tokens = named_count<struct block_tokens_tag>;
 
 /// Shape of one layer's K (or V) page pool: n_blocks pages of block_size token slots, each slot
 /// holding n_heads rows of head_dim. Built from named counts:

@@ -8,24 +8,18 @@
 namespace depthkv {
 DEPTHKV_BASELINE_BEGIN  // the same machine code in every TU (detail/target.hpp)
 
-/// Named counts. A shape is built from these, so `kv_shape(tokens{n}, heads{h}, dim{d})` (a
-/// swap) does not compile where `(n_heads, n_tokens, head_dim)` as plain integers would pass.
-struct layers {
+/// A count that says what it counts: a distinct type per tag, constructed explicitly. Shapes
+/// are built from these, so `kv_shape(tokens{n}, heads{h}, dim{d})` (a swap) does not compile
+/// where `(n_heads, n_tokens, head_dim)` as plain integers would pass.
+template <class Tag>
+struct named_count {
   std::size_t value;
-  constexpr explicit layers(std::size_t v) noexcept : value(v) {}
+  constexpr explicit named_count(std::size_t v) noexcept : value(v) {}
 };
-struct heads {
-  std::size_t value;
-  constexpr explicit heads(std::size_t v) noexcept : value(v) {}
-};
-struct tokens {
-  std::size_t value;
-  constexpr explicit tokens(std::size_t v) noexcept : value(v) {}
-};
-struct dim {
-  std::size_t value;
-  constexpr explicit dim(std::size_t v) noexcept : value(v) {}
-};
+using layers = named_count<struct layers_tag>;
+using heads = named_count<struct heads_tag>;
+using tokens = named_count<struct tokens_tag>;
+using dim = named_count<struct dim_tag>;
 
 /// How an engine lays out one layer's K (or V):
 ///   nhd: [token][kv_head][head_dim]  (llama.cpp-like; token slots shared across heads)
