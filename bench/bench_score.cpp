@@ -26,7 +26,9 @@
 #include <chrono>
 #include <cstdio>
 #include <ctime>
+#include <cstring>
 #include <limits>
+#include <numeric>
 #include <string>
 #include <type_traits>
 #include <random>
@@ -37,6 +39,7 @@
 #endif
 
 #include "depthkv/prune.hpp"
+#include "depthkv/prune_paged.hpp"
 #include "depthkv/score/window.hpp"
 
 using namespace depthkv;
@@ -426,6 +429,65 @@ void BM_prune_total(benchmark::State& st) {
   st.SetItemsProcessed(static_cast<int64_t>(st.iterations() * prune_fixture::H * prune_fixture::n));
 }
 BENCHMARK(BM_prune_total)->Unit(benchmark::kMillisecond);
+
+// The same layer in paged memory: per-head tables over pages of one head, 16-token blocks with
+// shuffled ids (as a pool looks after many sequences came and went). Baseline: BM_prune_total.
+struct paged_fixture {
+  static constexpr std::size_t B = 16, H = prune_fixture::H, d = prune_fixture::d, n = prune_fixture::n;
+  static constexpr std::size_t per_head = n / B, n_blocks = H * per_head;
+  std::vector<f16> k0, v0, k, v;
+  std::vector<pos_t> pos0, pos;
+  std::vector<std::int32_t> ids;  // [H][per_head]
+  std::vector<block_table> tables0, tables;
+  paged_layer<f16> layer;
+  paged_prune_workspace<f16> ws;
+
+  paged_fixture() : k0(n_blocks * B * d), v0(k0.size()), pos0(n_blocks * B), ids(n_blocks), tables0(H) {
+    auto& f = prune_fixture::get();
+    std::iota(ids.begin(), ids.end(), 0);
+    std::mt19937 g(5);
+    std::shuffle(ids.begin(), ids.end(), g);
+    for (std::size_t h = 0; h < H; ++h)
+      tables0[h] = block_table{span<std::int32_t>(ids.data() + h * per_head, per_head), B};
+    const page_shape shape(blocks{n_blocks}, block_tokens{B}, heads{1}, dim{d});
+    k = k0, v = v0, pos = pos0, tables = tables0;
+    layer = paged_layer<f16>{page_pool_view<f16>(k.data(), shape, layout::nhd),
+                             page_pool_view<f16>(v.data(), shape, layout::nhd), span<pos_t>(pos),
+                             span<block_table>(tables), H};
+    for (std::size_t h = 0; h < H; ++h)
+      for (std::size_t t = 0; t < n; ++t) {
+        std::memcpy(layer.key_row(h, t), f.original.keys(0, h).row(t), d * sizeof(f16));
+        std::memcpy(layer.value_row(h, t), f.original.values(0, h).row(t), d * sizeof(f16));
+        *layer.position(h, t) = f.original.positions(0, h)[t];
+      }
+    k0 = k, v0 = v, pos0 = pos;
+  }
+  static paged_fixture& get() {
+    static paged_fixture f;
+    return f;
+  }
+  void restore() {  // same buffers: the layer's views stay valid
+    std::copy(k0.begin(), k0.end(), k.begin());
+    std::copy(v0.begin(), v0.end(), v.begin());
+    std::copy(pos0.begin(), pos0.end(), pos.begin());
+    std::copy(tables0.begin(), tables0.end(), tables.begin());
+  }
+};
+
+void BM_prune_paged_total(benchmark::State& st) {
+  auto& f = prune_fixture::get();
+  auto& p = paged_fixture::get();
+  std::size_t released = 0;
+  for (auto _ : st) {
+    st.PauseTiming();
+    p.restore();
+    st.ResumeTiming();
+    released = prune_paged(p.layer, 0, prune_fixture::keep, f.policy, p.ws, f.lq);
+  }
+  st.counters["blocks_released"] = static_cast<double>(released);
+  st.SetItemsProcessed(static_cast<int64_t>(st.iterations() * prune_fixture::H * prune_fixture::n));
+}
+BENCHMARK(BM_prune_paged_total)->Unit(benchmark::kMillisecond);
 
 }  // namespace
 

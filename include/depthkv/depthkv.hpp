@@ -36,3 +36,4 @@
 
 // pipeline
 #include "depthkv/prune.hpp"
+#include "depthkv/prune_paged.hpp"
