@@ -1,0 +1,243 @@
+// Owning paged KV cache for many sequences: per layer one pool of fixed-size blocks (pages of one
+// kv head, so heads keep different counts), per (sequence, layer, kv head) a block table. Blocks
+// come from a free list per layer; pruning and freeing a sequence really return them.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "depthkv/cache/block_allocator.hpp"
+#include "depthkv/detail/checked.hpp"
+#include "depthkv/detail/raise.hpp"
+#include "depthkv/prune_paged.hpp"
+#include "depthkv/types.hpp"
+#include "depthkv/view/kv_view.hpp"
+#include "depthkv/view/paged.hpp"
+
+namespace depthkv {
+
+/// Sizes of a paged_cache: per layer a pool of `pool_blocks` blocks of `block_size` tokens of
+/// one kv head. Built from named counts.
+struct paged_cache_shape {
+  std::size_t n_layers = 0, n_kv_heads = 0, head_dim = 0, pool_blocks = 0, block_size = 0;
+  paged_cache_shape(layers l, heads h, dim d, blocks pool, block_tokens b) noexcept
+      : n_layers(l.value), n_kv_heads(h.value), head_dim(d.value), pool_blocks(pool.value), block_size(b.value) {}
+};
+
+/// Owning paged cache. Sequences are added and freed; each holds, per layer and kv head, the
+/// blocks of its tokens in position order. Every member that throws leaves the cache as it was.
+/// Not thread-safe (one pool per layer is shared by all sequences): guard it externally.
+template <class T>
+class paged_cache {
+  static_assert(is_kv_element_v<T> && !std::is_const_v<T>, "depthkv::paged_cache<T>: T must be float, f16 or bf16");
+
+ public:
+  using sequence_id = std::size_t;
+
+  /// Allocates the pools up front (2 * pool_blocks * block_size * head_dim elements of T plus
+  /// block_size positions per block, per layer). Throws on zero counts or sizes that overflow.
+  explicit paged_cache(const paged_cache_shape& s) : shape_(s) {
+    constexpr const char* where = "depthkv::paged_cache";
+    DEPTHKV_CHECK(s.n_layers > 0 && s.n_kv_heads > 0 && s.head_dim > 0 && s.block_size > 0, where,
+                  "n_layers, n_kv_heads, head_dim and block_size must be > 0 (got ", s.n_layers, ", ", s.n_kv_heads,
+                  ", ", s.head_dim, ", ", s.block_size, ")");
+    const std::size_t slots = detail::checked_mul(where, s.pool_blocks, s.block_size, "pool_blocks ", s.pool_blocks,
+                                                  " * block_size ", s.block_size);
+    const std::size_t elems = detail::checked_mul(where, slots, s.head_dim, "pool slots * head_dim");
+    pools_.resize(s.n_layers);
+    for (pool& p : pools_) {
+      p.k.assign(elems, T(0.f));
+      p.v.assign(elems, T(0.f));
+      p.pos.assign(slots, 0);
+      p.ids = block_allocator(blocks{s.pool_blocks});
+    }
+  }
+
+  const paged_cache_shape& shape() const noexcept { return shape_; }
+  std::size_t block_size() const noexcept { return shape_.block_size; }
+
+  /// A new sequence with no tokens. O(n_layers * n_kv_heads).
+  sequence_id add_sequence() {
+    sequence_id id = seqs_.size();
+    for (sequence_id i = 0; i < seqs_.size(); ++i)
+      if (!seqs_[i].live) {
+        id = i;
+        break;
+      }
+    if (id == seqs_.size()) seqs_.emplace_back();
+    seq& s = seqs_[id];
+    s.live = true;
+    s.tables.assign(shape_.n_layers * shape_.n_kv_heads, table_store{});
+    return id;
+  }
+  /// Returns every block of `sequence` to the pools; the id may be reused by add_sequence.
+  void free_sequence(sequence_id sequence) {
+    seq& s = live_seq("depthkv::paged_cache::free_sequence", sequence);
+    for (std::size_t l = 0; l < shape_.n_layers; ++l)
+      for (std::size_t h = 0; h < shape_.n_kv_heads; ++h) {
+        table_store& t = s.tables[l * shape_.n_kv_heads + h];
+        pools_[l].ids.free(span<const std::int32_t>(t.ids));
+        t = table_store{};
+      }
+    s.live = false;
+  }
+
+  /// Tokens (layer, head) of `sequence` holds.
+  std::size_t length(sequence_id sequence, std::size_t layer, std::size_t head) const {
+    return table_of("depthkv::paged_cache::length", sequence, layer, head).tokens;
+  }
+  /// Blocks in use / free in `layer`'s pool (all sequences).
+  std::size_t blocks_used(std::size_t layer) const { return pool_at("depthkv::paged_cache::blocks_used", layer).ids.n_used(); }
+  std::size_t blocks_free(std::size_t layer) const { return pool_at("depthkv::paged_cache::blocks_free", layer).ids.n_free(); }
+  /// Blocks `sequence` holds in `layer` (all heads).
+  std::size_t blocks_held(sequence_id sequence, std::size_t layer) const {
+    std::size_t b = 0;
+    for (std::size_t h = 0; h < shape_.n_kv_heads; ++h) b += table_of("depthkv::paged_cache::blocks_held", sequence, layer, h).ids.size();
+    return b;
+  }
+  /// Bytes one block costs: K and V pages plus positions.
+  std::size_t block_bytes() const noexcept { return shape_.block_size * (2 * shape_.head_dim * sizeof(T) + sizeof(pos_t)); }
+
+  /// Appends n tokens to every head of (sequence, layer): k and v [n_kv_heads][n][head_dim] in
+  /// any layout, positions n strictly ascending values above the layer's last. Takes the blocks
+  /// it needs from the layer's pool; all or nothing: throws (nothing taken) when the pool has
+  /// too few free blocks.
+  void append(sequence_id sequence, std::size_t layer, kv_view<const T> k, kv_view<const T> v,
+              span<const pos_t> positions) {
+    constexpr const char* where = "depthkv::paged_cache::append";
+    seq& s = live_seq(where, sequence);
+    pool& p = pool_at(where, layer);
+    const std::size_t n = k.n_tokens(), H = shape_.n_kv_heads, D = shape_.head_dim, B = shape_.block_size;
+    DEPTHKV_CHECK(k.shape() == v.shape() && k.n_heads() == H && k.head_dim() == D, where, "k/v have shape [",
+                  k.n_heads(), "][", n, "][", k.head_dim(), "] and [", v.n_heads(), "][", v.n_tokens(), "][",
+                  v.head_dim(), "], expected [", H, "][n][", D, "] both");
+    DEPTHKV_CHECK(positions.size() == n, where, "positions has ", positions.size(), " entries, expected ", n);
+    for (std::size_t i = 1; i < n; ++i)
+      DEPTHKV_CHECK(positions[i] > positions[i - 1], where, "positions must be strictly ascending at ", i);
+    std::size_t need = 0;
+    for (std::size_t h = 0; h < H; ++h) {
+      const table_store& t = s.tables[layer * H + h];
+      DEPTHKV_CHECK(n == 0 || t.tokens == 0 || positions[0] > t.last_pos, where, "positions[0] = ", positions[0],
+                    " is not above the last position ", t.last_pos, " of layer ", layer, " head ", h);
+      const std::size_t room = t.ids.size() * B - t.tokens;
+      need += n > room ? (n - room + B - 1) / B : 0;
+    }
+    DEPTHKV_CHECK(need <= p.ids.n_free(), where, "layer ", layer, " needs ", need, " free blocks, the pool has ",
+                  p.ids.n_free());
+    if (n == 0) return;
+    for (std::size_t h = 0; h < H; ++h) {  // reserve table capacity first: bad_alloc changes nothing
+      table_store& t = s.tables[layer * H + h];
+      t.ids.reserve(t.ids.size() + (n + B - 1) / B + 1);
+    }
+    for (std::size_t h = 0; h < H; ++h) {
+      table_store& t = s.tables[layer * H + h];
+      for (std::size_t i = 0; i < n; ++i) {
+        if (t.tokens == t.ids.size() * B) t.ids.push_back(*p.ids.try_allocate());
+        const std::size_t block = static_cast<std::size_t>(t.ids[t.tokens / B]), slot = t.tokens % B;
+        const std::size_t at = block * B + slot;
+        std::memcpy(p.k.data() + at * D, k.row(h, i), D * sizeof(T));
+        std::memcpy(p.v.data() + at * D, v.row(h, i), D * sizeof(T));
+        p.pos[at] = positions[i];
+        ++t.tokens;
+      }
+      t.last_pos = positions[n - 1];
+    }
+  }
+
+  /// Prunes (sequence, layer) to `keep` tokens per kv head with `policy` (see prune_paged) and
+  /// returns the emptied blocks to the layer's pool. Returns how many were returned.
+  template <class Policy>
+  std::size_t prune(sequence_id sequence, std::size_t layer, std::size_t keep, const Policy& policy,
+                    paged_prune_workspace<T>& ws, const layer_queries& queries = {}, const prune_options& opt = {}) {
+    constexpr const char* where = "depthkv::paged_cache::prune";
+    seq& s = live_seq(where, sequence);
+    pool& p = pool_at(where, layer);
+    const std::size_t H = shape_.n_kv_heads, B = shape_.block_size;
+    std::vector<block_table>& views = ws_tables_;
+    views.resize(H);
+    for (std::size_t h = 0; h < H; ++h) {
+      table_store& t = s.tables[layer * H + h];
+      views[h] = block_table{span<std::int32_t>(t.ids), t.tokens == 0 ? 0 : t.tokens - (t.ids.size() - 1) * B};
+    }
+    const page_shape ps(blocks{shape_.pool_blocks}, block_tokens{B}, heads{1}, dim{shape_.head_dim});
+    // Pages of one head: NHD and HND pages are the same memory order.
+    const paged_layer<T> view{page_pool_view<T>(p.k.data(), ps, layout::nhd), page_pool_view<T>(p.v.data(), ps, layout::nhd),
+                              span<pos_t>(p.pos), span<block_table>(views), H};
+    const std::size_t released = prune_paged(view, layer, keep, policy, ws, queries, opt);
+    for (std::size_t h = 0; h < H; ++h) {  // the tables are now prefixes: free the rest
+      table_store& t = s.tables[layer * H + h];
+      const std::size_t kept_blocks = views[h].blocks.size();
+      p.ids.free(span<const std::int32_t>(t.ids.data() + kept_blocks, t.ids.size() - kept_blocks));
+      t.ids.resize(kept_blocks);
+      t.tokens = views[h].n_tokens(B);
+      if (t.tokens > 0) t.last_pos = p.pos[static_cast<std::size_t>(t.ids[(t.tokens - 1) / B]) * B + (t.tokens - 1) % B];
+    }
+    return released;
+  }
+
+  /// K row of (sequence, layer, head)'s token t (t < length).
+  const T* key_row(sequence_id sequence, std::size_t layer, std::size_t head, std::size_t t) const {
+    return row_at(pools_[layer].k, sequence, layer, head, t);
+  }
+  const T* value_row(sequence_id sequence, std::size_t layer, std::size_t head, std::size_t t) const {
+    return row_at(pools_[layer].v, sequence, layer, head, t);
+  }
+  pos_t position(sequence_id sequence, std::size_t layer, std::size_t head, std::size_t t) const {
+    const table_store& ts = table_of("depthkv::paged_cache::position", sequence, layer, head);
+    DEPTHKV_CHECK(t < ts.tokens, "depthkv::paged_cache::position", "token ", t, " >= length ", ts.tokens);
+    const std::size_t B = shape_.block_size;
+    return pools_[layer].pos[static_cast<std::size_t>(ts.ids[t / B]) * B + t % B];
+  }
+
+ private:
+  struct table_store {
+    std::vector<std::int32_t> ids;
+    std::size_t tokens = 0;
+    pos_t last_pos = 0;
+  };
+  struct seq {
+    bool live = false;
+    std::vector<table_store> tables;  // [layer][kv_head]
+  };
+  struct pool {
+    std::vector<T> k, v;  // [pool_blocks][block_size][head_dim] (one kv head per page)
+    std::vector<pos_t> pos;
+    block_allocator ids;
+  };
+
+  seq& live_seq(const char* where, sequence_id s) {
+    DEPTHKV_CHECK(s < seqs_.size() && seqs_[s].live, where, "sequence ", s, " is not a live sequence");
+    return seqs_[s];
+  }
+  pool& pool_at(const char* where, std::size_t layer) {
+    DEPTHKV_CHECK(layer < shape_.n_layers, where, "layer ", layer, " out of range (n_layers ", shape_.n_layers, ")");
+    return pools_[layer];
+  }
+  const pool& pool_at(const char* where, std::size_t layer) const {
+    DEPTHKV_CHECK(layer < shape_.n_layers, where, "layer ", layer, " out of range (n_layers ", shape_.n_layers, ")");
+    return pools_[layer];
+  }
+  const table_store& table_of(const char* where, sequence_id s, std::size_t layer, std::size_t head) const {
+    DEPTHKV_CHECK(s < seqs_.size() && seqs_[s].live, where, "sequence ", s, " is not a live sequence");
+    (void)pool_at(where, layer);
+    DEPTHKV_CHECK(head < shape_.n_kv_heads, where, "head ", head, " out of range (n_kv_heads ", shape_.n_kv_heads, ")");
+    return seqs_[s].tables[layer * shape_.n_kv_heads + head];
+  }
+  const T* row_at(const std::vector<T>& data, sequence_id s, std::size_t layer, std::size_t head, std::size_t t) const {
+    const table_store& ts = table_of("depthkv::paged_cache::row", s, layer, head);
+    DEPTHKV_CHECK(t < ts.tokens, "depthkv::paged_cache::row", "token ", t, " >= length ", ts.tokens);
+    const std::size_t B = shape_.block_size;
+    // Pages of one head: slot rows are head_dim apart in both layouts.
+    return data.data() + (static_cast<std::size_t>(ts.ids[t / B]) * B + t % B) * shape_.head_dim;
+  }
+
+  paged_cache_shape shape_;
+  std::vector<pool> pools_;
+  std::vector<seq> seqs_;
+  std::vector<block_table> ws_tables_;  // reused by prune
+};
+
+}  // namespace depthkv
