@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "catch.hpp"
-#include "depthkv/cache/paged_cache.hpp"
+#include "depthkv/prune_paged.hpp"
 #include "depthkv/prune.hpp"
 #include "test_util.hpp"
 
@@ -91,7 +91,7 @@ TEMPLATE_TEST_CASE("paged_cache matches dense caches and never leaks blocks", "[
         if (opt.mode == granularity::shared && c.length(l, 0) != c.length(l, 1)) opt.mode = granularity::per_head;
         const std::size_t keep = 3 + g() % 30;
         const std::size_t used_before = pc.blocks_used(l);
-        const std::size_t released = pc.prune(s, l, keep, knorm{1, 2}, pws, {}, opt);
+        const std::size_t released = prune_paged(pc, s, l, keep, knorm{1, 2}, pws, {}, opt);
         prune_layer(c, l, keep, knorm{1, 2}, dws, {}, opt);
         REQUIRE(pc.blocks_used(l) == used_before - released);
       } else {  // a sequence finishes
@@ -139,9 +139,20 @@ TEST_CASE("paged_cache errors change nothing", "[paged][cache][errors]") {
   const auto wrong = kv_view<const float>::hnd(k.data(), kv_shape(heads{1}, tokens{3}, dim{2}));
   require_error([&] { pc.append(s, 0, wrong, wrong, span<const pos_t>(p.data(), 3)); }, {"expected [2][n][2]"});
   paged_prune_workspace<float> ws;
-  require_error([&] { pc.prune(s, 0, 2, knorm{2, 2}, ws); }, {"protected rows"});
+  require_error([&] { prune_paged(pc, s, 0, 2, knorm{2, 2}, ws); }, {"protected rows"});
   CHECK(pc.length(s, 0, 1) == 3);
   CHECK(pc.blocks_used(0) == 2);
+  // commit_tables accepts only prefixes of the sequence's own tables.
+  std::vector<block_table> t;
+  (void)pc.layer_view(s, 0, t);
+  std::vector<std::int32_t> other{0};
+  std::vector<block_table> foreign{t[0], block_table{span<std::int32_t>(other), 1}};
+  require_error([&] { pc.commit_tables(s, 0, span<const block_table>(foreign)); }, {"tables[1] is not a prefix"});
+  require_error([&] { pc.commit_tables(s, 0, span<const block_table>(t.data(), 1)); }, {"tables has 1 entries"});
+  t[1].last_fill = 5;
+  require_error([&] { pc.commit_tables(s, 0, span<const block_table>(t)); }, {"tables[1].last_fill = 5", "[1, 4]"});
+  CHECK(pc.blocks_used(0) == 2);
+  CHECK(pc.length(s, 0, 1) == 3);
   pc.free_sequence(s);
   require_error([&] { pc.free_sequence(s); }, {"not a live sequence"});
   CHECK(pc.blocks_free(0) == 3);

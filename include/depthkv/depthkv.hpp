@@ -18,6 +18,7 @@
 // cache/: the owning cache
 #include "depthkv/cache/kv_cache.hpp"
 #include "depthkv/cache/block_allocator.hpp"
+#include "depthkv/cache/paged_cache.hpp"
 
 // select/
 #include "depthkv/select/topk_options.hpp"

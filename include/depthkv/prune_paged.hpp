@@ -10,6 +10,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "depthkv/cache/paged_cache.hpp"
 #include "depthkv/detail/checked.hpp"
 #include "depthkv/detail/raise.hpp"
 #include "depthkv/prune.hpp"
@@ -28,7 +29,7 @@ class paged_prune_workspace {
   /// Bytes held by every buffer.
   std::size_t bytes_reserved() const noexcept {
     return pipeline.bytes_reserved() + keys.capacity() * sizeof(T) + positions.capacity() * sizeof(pos_t) +
-           seen.capacity() + lengths.capacity() * sizeof(std::size_t);
+           seen.capacity() + lengths.capacity() * sizeof(std::size_t) + tables.capacity() * sizeof(block_table);
   }
 
   prune_workspace pipeline;
@@ -36,6 +37,7 @@ class paged_prune_workspace {
   std::vector<pos_t> positions;      ///< [n_kv_heads][stride] gathered positions
   std::vector<std::uint8_t> seen;    ///< block marks of the validation (all zero between calls)
   std::vector<std::size_t> lengths;  ///< [n_kv_heads] tokens before the prune
+  std::vector<block_table> tables;   ///< paged_cache's tables of the layer being pruned
 };
 
 namespace detail {
@@ -127,6 +129,17 @@ std::size_t prune_paged(const paged_layer<T>& layer, std::size_t layer_index, st
     released += before - layer.tables[i].blocks.size();
   }
   return released;
+}
+
+/// prune_paged on an owning paged_cache: prunes (sequence, layer) and returns the emptied blocks
+/// to the layer's pool. Returns how many were returned. Errors as prune_paged; nothing changes.
+template <class T, class Policy>
+std::size_t prune_paged(paged_cache<T>& cache, typename paged_cache<T>::sequence_id sequence, std::size_t layer,
+                        std::size_t keep, const Policy& policy, paged_prune_workspace<T>& ws,
+                        const layer_queries& queries = {}, const prune_options& opt = {}) {
+  const paged_layer<T> view = cache.layer_view(sequence, layer, ws.tables);
+  (void)prune_paged(view, layer, keep, policy, ws, queries, opt);
+  return cache.commit_tables(sequence, layer, span<const block_table>(ws.tables));
 }
 
 }  // namespace depthkv

@@ -12,7 +12,6 @@
 #include "depthkv/cache/block_allocator.hpp"
 #include "depthkv/detail/checked.hpp"
 #include "depthkv/detail/raise.hpp"
-#include "depthkv/prune_paged.hpp"
 #include "depthkv/types.hpp"
 #include "depthkv/view/kv_view.hpp"
 #include "depthkv/view/paged.hpp"
@@ -147,32 +146,49 @@ class paged_cache {
     }
   }
 
-  /// Prunes (sequence, layer) to `keep` tokens per kv head with `policy` (see prune_paged) and
-  /// returns the emptied blocks to the layer's pool. Returns how many were returned.
-  template <class Policy>
-  std::size_t prune(sequence_id sequence, std::size_t layer, std::size_t keep, const Policy& policy,
-                    paged_prune_workspace<T>& ws, const layer_queries& queries = {}, const prune_options& opt = {}) {
-    constexpr const char* where = "depthkv::paged_cache::prune";
+  /// The paged view of (sequence, layer) for in-place operations (prune_paged): fills `tables`
+  /// with one table per kv head (pages of one head) and returns a view over them. Call
+  /// commit_tables after the operation shortened them.
+  paged_layer<T> layer_view(sequence_id sequence, std::size_t layer, std::vector<block_table>& tables) {
+    constexpr const char* where = "depthkv::paged_cache::layer_view";
     seq& s = live_seq(where, sequence);
     pool& p = pool_at(where, layer);
     const std::size_t H = shape_.n_kv_heads, B = shape_.block_size;
-    std::vector<block_table>& views = ws_tables_;
-    views.resize(H);
+    tables.resize(H);
     for (std::size_t h = 0; h < H; ++h) {
       table_store& t = s.tables[layer * H + h];
-      views[h] = block_table{span<std::int32_t>(t.ids), t.tokens == 0 ? 0 : t.tokens - (t.ids.size() - 1) * B};
+      tables[h] = block_table{span<std::int32_t>(t.ids), t.tokens == 0 ? 0 : t.tokens - (t.ids.size() - 1) * B};
     }
     const page_shape ps(blocks{shape_.pool_blocks}, block_tokens{B}, heads{1}, dim{shape_.head_dim});
     // Pages of one head: NHD and HND pages are the same memory order.
-    const paged_layer<T> view{page_pool_view<T>(p.k.data(), ps, layout::nhd), page_pool_view<T>(p.v.data(), ps, layout::nhd),
-                              span<pos_t>(p.pos), span<block_table>(views), H};
-    const std::size_t released = prune_paged(view, layer, keep, policy, ws, queries, opt);
-    for (std::size_t h = 0; h < H; ++h) {  // the tables are now prefixes: free the rest
+    return paged_layer<T>{page_pool_view<T>(p.k.data(), ps, layout::nhd), page_pool_view<T>(p.v.data(), ps, layout::nhd),
+                          span<pos_t>(p.pos), span<block_table>(tables), H};
+  }
+  /// After an in-place operation on layer_view's tables: each must be a prefix of the
+  /// sequence's table (same ids, maybe fewer, fill within the block size); the blocks past
+  /// each prefix return to the pool. Checks everything first; returns the blocks returned.
+  std::size_t commit_tables(sequence_id sequence, std::size_t layer, span<const block_table> tables) {
+    constexpr const char* where = "depthkv::paged_cache::commit_tables";
+    seq& s = live_seq(where, sequence);
+    pool& p = pool_at(where, layer);
+    const std::size_t H = shape_.n_kv_heads, B = shape_.block_size;
+    DEPTHKV_CHECK(tables.size() == H, where, "tables has ", tables.size(), " entries, expected n_kv_heads = ", H);
+    for (std::size_t h = 0; h < H; ++h) {
+      const table_store& t = s.tables[layer * H + h];
+      const block_table& n = tables[h];
+      DEPTHKV_CHECK(n.blocks.size() <= t.ids.size() && (n.blocks.empty() || n.blocks.data() == t.ids.data()), where,
+                    "tables[", h, "] is not a prefix of the sequence's table");
+      DEPTHKV_CHECK(n.blocks.empty() ? n.last_fill == 0 : (n.last_fill >= 1 && n.last_fill <= B), where, "tables[", h,
+                    "].last_fill = ", n.last_fill, " outside [1, ", B, "]");
+    }
+    std::size_t released = 0;
+    for (std::size_t h = 0; h < H; ++h) {
       table_store& t = s.tables[layer * H + h];
-      const std::size_t kept_blocks = views[h].blocks.size();
+      const std::size_t kept_blocks = tables[h].blocks.size();
+      released += t.ids.size() - kept_blocks;
       p.ids.free(span<const std::int32_t>(t.ids.data() + kept_blocks, t.ids.size() - kept_blocks));
       t.ids.resize(kept_blocks);
-      t.tokens = views[h].n_tokens(B);
+      t.tokens = tables[h].n_tokens(B);
       if (t.tokens > 0) t.last_pos = p.pos[static_cast<std::size_t>(t.ids[(t.tokens - 1) / B]) * B + (t.tokens - 1) % B];
     }
     return released;
@@ -237,7 +253,6 @@ class paged_cache {
   paged_cache_shape shape_;
   std::vector<pool> pools_;
   std::vector<seq> seqs_;
-  std::vector<block_table> ws_tables_;  // reused by prune
 };
 
 }  // namespace depthkv
