@@ -190,3 +190,130 @@ TEST_CASE("prune_paged errors leave pages, tables and state unchanged", "[paged]
   CHECK(one.tables[0].last_fill == 10);
   CHECK(ws.bytes_reserved() > 0);
 }
+
+namespace {
+// Reference block selection: protected first f / last l blocks, then the best others by
+// (aggregated score desc, block asc), up to keep; returned ascending.
+std::vector<std::size_t> naive_blocks(const std::vector<float>& block_scores, std::size_t keep, std::size_t f,
+                                      std::size_t l) {
+  const std::size_t nb = block_scores.size();
+  if (nb <= keep) {
+    std::vector<std::size_t> all(nb);
+    std::iota(all.begin(), all.end(), std::size_t{0});
+    return all;
+  }
+  std::vector<std::size_t> order(nb), out;
+  std::iota(order.begin(), order.end(), std::size_t{0});
+  std::vector<bool> taken(nb, false);
+  for (std::size_t b = 0; b < nb; ++b)
+    if (b < f || b + l >= nb) taken[b] = true;
+  std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return block_scores[a] > block_scores[b]; });
+  std::size_t count = static_cast<std::size_t>(std::count(taken.begin(), taken.end(), true));
+  for (std::size_t b : order)
+    if (count < keep && !taken[b]) taken[b] = true, ++count;
+  for (std::size_t b = 0; b < nb; ++b)
+    if (taken[b]) out.push_back(b);
+  return out;
+}
+}  // namespace
+
+TEMPLATE_TEST_CASE("prune_paged_blocks keeps the best whole blocks, moves no row", "[paged][prune]", float, f16) {
+  using T = TestType;
+  std::mt19937 g(11);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  paged_prune_workspace<T> ws;
+  for (const std::size_t B : {std::size_t{1}, std::size_t{4}, std::size_t{16}})
+    for (const bool per_head_tables : {true, false})
+      for (const block_score agg : {block_score::sum, block_score::max})
+        for (int rep = 0; rep < 4; ++rep) {
+          const std::size_t H = uniform_int(1, 3), D = 4, n = uniform_int(1, 120);
+          auto cache = random_cache<T>(H, D, n, g);
+          paged_copy<T> paged(cache, B, layout::hnd, per_head_tables, g);
+          const auto k_before = paged.k;
+          const std::size_t nb = (n + B - 1) / B, keep = uniform_int(2, nb + 1);
+          const std::size_t sink = uniform_int(0, 2 * B), recent = uniform_int(0, 2 * B);
+          const knorm pol{sink, recent};
+          // Reference scores from the dense cache (the same data), aggregated per block.
+          std::vector<std::vector<float>> tok(H, std::vector<float>(n));
+          score_scratch sc;
+          for (std::size_t h = 0; h < H; ++h) {
+            head_input<T> in;
+            in.kv_head = h;
+            in.n_kv_heads = H;
+            in.keys = cache.keys(0, h);
+            in.positions = cache.positions(0, h);
+            pol.score(in, span<float>(tok[h]), sc);
+          }
+          const std::size_t f = std::max<std::size_t>(1, (std::min(sink, n) + B - 1) / B);
+          const std::size_t l = std::max<std::size_t>(1, (std::min(recent, n) + B - 1) / B);
+          if (std::min(nb, f + l) > keep && nb > keep) {
+            require_error([&] { prune_paged_blocks(paged.layer, 0, blocks{keep}, pol, ws, {}, agg); },
+                          {"depthkv::prune_paged_blocks", "below its protected blocks"});
+            REQUIRE(paged.tables[0].blocks.size() == nb);
+            continue;
+          }
+          const auto ids_before = paged.ids;
+          const std::size_t released = prune_paged_blocks(paged.layer, 0, blocks{keep}, pol, ws, {}, agg);
+          CHECK(paged.k == k_before);  // no row moved
+          std::size_t want_released = 0;
+          for (std::size_t i = 0; i < paged.tables.size(); ++i) {
+            std::vector<float> s(n);
+            for (std::size_t j = 0; j < n; ++j) {
+              if (per_head_tables || H == 1) {
+                s[j] = tok[i][j];
+              } else {
+                float acc = 0.f;
+                for (std::size_t h = 0; h < H; ++h) acc += tok[h][j];
+                s[j] = acc / static_cast<float>(H);
+              }
+            }
+            std::vector<float> bs(nb);
+            for (std::size_t b = 0; b < nb; ++b) {
+              float acc = agg == block_score::sum ? 0.f : s[b * B];
+              for (std::size_t j = b * B; j < std::min(n, b * B + B); ++j)
+                acc = agg == block_score::sum ? acc + s[j] : std::max(acc, s[j]);
+              bs[b] = acc;
+            }
+            const auto want = naive_blocks(bs, keep, f, l);
+            INFO("B " << B << " table " << i << " n " << n << " keep " << keep << " f " << f << " l " << l);
+            REQUIRE(paged.tables[i].blocks.size() == want.size());
+            REQUIRE(paged.tables[i].last_fill == n - (nb - 1) * B);  // the last block stays
+            std::vector<std::int32_t> dropped;
+            for (std::size_t b = 0, w = 0; b < nb; ++b) {
+              if (w < want.size() && want[w] == b) {
+                REQUIRE(paged.ids[i][w] == ids_before[i][b]);
+                ++w;
+              } else {
+                dropped.push_back(ids_before[i][b]);
+              }
+            }
+            // The dropped ids follow the prefix, in their old order, for the engine to free.
+            REQUIRE(std::equal(dropped.begin(), dropped.end(), paged.ids[i].begin() + static_cast<std::ptrdiff_t>(want.size())));
+            want_released += nb - want.size();
+          }
+          REQUIRE(released == want_released);
+        }
+}
+
+TEST_CASE("prune_paged_blocks compacts H2O state to the kept blocks' tokens", "[paged][prune]") {
+  std::mt19937 g(5);
+  auto cache = random_cache<float>(2, 4, 40, g);
+  paged_copy<float> paged(cache, 8, layout::nhd, true, g);
+  h2o_state st(1, 2);
+  std::vector<float> a(40);
+  for (std::size_t j = 0; j < 40; ++j) a[j] = static_cast<float>(j % 8 == 3 ? 100 + j : j % 5);
+  st.accumulate(0, 0, span<const float>(a));
+  st.accumulate(0, 1, span<const float>(a));
+  paged_prune_workspace<float> ws;
+  // 5 blocks of 8: first and last protected; the rest ranked by summed attention.
+  CHECK(prune_paged_blocks(paged.layer, 0, blocks{3}, h2o{0, 0, &st}, ws) == 4);
+  for (std::size_t h = 0; h < 2; ++h) {
+    REQUIRE(st.length(0, h) == 24);  // 3 blocks x 8 tokens
+    REQUIRE(paged.layer.length(h) == 24);
+    // Block 3 (tokens 24..31) has the largest sum: kept blocks 0, 3, 4.
+    const auto s = st.scores(0, h);
+    CHECK(s[8] == a[24]);
+    CHECK(s[16] == a[32]);
+    CHECK(*paged.layer.position(h, 8) == cache.positions(0, h)[24]);
+  }
+}

@@ -56,6 +56,25 @@ struct paged_heads {
   }
 };
 
+// Gathers every kv head's keys (and positions) into ws; returns the row stride (longest head).
+template <class T>
+std::size_t gather_layer(const char* where, const paged_layer<T>& layer, paged_prune_workspace<std::remove_const_t<T>>& ws) {
+  const std::size_t H = layer.n_kv_heads, d = layer.keys.shape().head_dim;
+  const bool has_pos = !layer.positions.empty();
+  ws.lengths.resize(H);
+  std::size_t stride = 0;
+  for (std::size_t h = 0; h < H; ++h) stride = std::max(stride, ws.lengths[h] = layer.length(h));
+  const std::size_t head_elems = checked_mul(where, stride, d, "rows ", stride, " * head_dim ", d);
+  ws.keys.resize(checked_mul(where, H, head_elems, "n_kv_heads ", H, " * rows * head_dim"));
+  if (has_pos) ws.positions.resize(H * stride);
+  for (std::size_t h = 0; h < H; ++h) {
+    gather_keys(layer, h, ws.keys.data() + h * head_elems);
+    if (has_pos)
+      for (std::size_t t = 0; t < ws.lengths[h]; ++t) ws.positions[h * stride + t] = *layer.position(h, t);
+  }
+  return stride;
+}
+
 // Moves kv head h's token keep[i] to token i (i < keep.size()), K and V (and the positions when
 // `positions` is set). keep is strictly ascending, so keep[i] >= i and a forward pass never
 // overwrites a row it still needs.
@@ -103,18 +122,7 @@ std::size_t prune_paged(const paged_layer<T>& layer, std::size_t layer_index, st
                 "one block table for all ", H, " kv heads keeps one token set: it needs granularity::shared "
                 "(per-head tables allow per_head and adaptive)");
   const bool has_pos = !layer.positions.empty();
-  // Gather (sizes: stride * head_dim per head, overflow-checked).
-  ws.lengths.resize(H);
-  std::size_t stride = 0;
-  for (std::size_t h = 0; h < H; ++h) stride = std::max(stride, ws.lengths[h] = layer.length(h));
-  const std::size_t head_elems = detail::checked_mul(where, stride, d, "rows ", stride, " * head_dim ", d);
-  ws.keys.resize(detail::checked_mul(where, H, head_elems, "n_kv_heads ", H, " * rows * head_dim"));
-  if (has_pos) ws.positions.resize(H * stride);
-  for (std::size_t h = 0; h < H; ++h) {
-    gather_keys(layer, h, ws.keys.data() + h * head_elems);
-    if (has_pos)
-      for (std::size_t t = 0; t < ws.lengths[h]; ++t) ws.positions[h * stride + t] = *layer.position(h, t);
-  }
+  const std::size_t stride = detail::gather_layer(where, layer, ws);
   const detail::paged_heads<std::remove_const_t<T>> heads{&ws, stride, d, has_pos};
   detail::check_layer_prune<std::remove_const_t<T>>(where, layer_index, H, heads, keep, policy, queries, opt);
   // Validated: now mutate. With one table the heads share position slots: move those once.
@@ -127,6 +135,107 @@ std::size_t prune_paged(const paged_layer<T>& layer, std::size_t layer_index, st
     const std::size_t before = layer.tables[i].blocks.size();
     detail::shorten_table(layer.tables[i], std::min(ws.lengths[i], ws.pipeline.counts[i]), B);
     released += before - layer.tables[i].blocks.size();
+  }
+  return released;
+}
+
+/// How block-granular pruning turns the tokens' scores into one score per block.
+enum class block_score { sum, max };
+
+/// Block-granular pruning of one sequence's paged layer (PagedEviction-style): no row moves.
+/// Each table keeps its `keep` best blocks, ranked by the sum (or max) of their tokens' policy
+/// scores; the blocks holding the policy's first n_sink and last n_recent tokens (at least the
+/// first and the last block) are always kept and count toward `keep`. One table for all heads
+/// ranks by the scores averaged over heads. Each table's ids are reordered in place: the kept
+/// ones first, in token order (`blocks` becomes that prefix, `last_fill` stays), the dropped
+/// ones after it, for the engine to free. Returns how many blocks the tables released. A policy
+/// with state (h2o) follows: its rows are compacted to the kept blocks' tokens.
+/// Errors (nothing changed): what check_paged_layer rejects, keep below a table's protected
+/// blocks, what the policy rejects.
+template <class T, class Policy>
+std::size_t prune_paged_blocks(const paged_layer<T>& layer, std::size_t layer_index, blocks keep, const Policy& policy,
+                               paged_prune_workspace<std::remove_const_t<T>>& ws, const layer_queries& queries = {},
+                               block_score aggregate = block_score::sum) {
+  DEPTHKV_REQUIRE_POLICY(Policy);
+  static_assert(!std::is_const_v<T>, "prune_paged_blocks reorders the tables: the view must be mutable");
+  using U = std::remove_const_t<T>;
+  constexpr const char* where = "depthkv::prune_paged_blocks";
+  detail::check_paged_layer(where, layer, ws.seen);
+  const std::size_t H = layer.n_kv_heads, B = layer.keys.shape().block_size, d = layer.keys.shape().head_dim;
+  const std::size_t stride = detail::gather_layer(where, layer, ws);
+  const detail::paged_heads<U> heads{&ws, stride, d, !layer.positions.empty()};
+  // Protected blocks of a table of nb blocks holding n tokens.
+  auto protected_blocks = [&](std::size_t n, std::size_t nb, std::size_t& first, std::size_t& last) {
+    first = std::max<std::size_t>(1, (std::min(policy.n_sink, n) + B - 1) / B);
+    last = std::max<std::size_t>(1, (std::min(policy.n_recent, n) + B - 1) / B);
+    return std::min(nb, first + last);
+  };
+  for (std::size_t i = 0; i < layer.tables.size(); ++i) {
+    const std::size_t nb = layer.tables[i].blocks.size(), n = ws.lengths[i];
+    std::size_t f = 0, l = 0;
+    const std::size_t prot = protected_blocks(n, nb, f, l);
+    DEPTHKV_CHECK(nb <= keep.value || prot <= keep.value, where, "keep ", keep.value, " blocks for table ", i,
+                  " is below its protected blocks (", prot, ": the first ", f, " and last ", l, " of ", nb, ", for ",
+                  policy.name, " n_sink ", policy.n_sink, " + n_recent ", policy.n_recent, ")");
+  }
+  for (std::size_t h = 0; h < H; ++h)
+    if (ws.lengths[h] > 0) policy.check(detail::make_input(layer_index, h, H, heads(h), queries));
+  // Validated: score, rank, then reorder the tables.
+  prune_workspace& pw = ws.pipeline;
+  const std::size_t max_blocks = (stride + B - 1) / B;
+  prune_workspace::grow(pw.scores, (H + 1) * stride);
+  prune_workspace::grow(pw.cand_score, max_blocks);
+  prune_workspace::grow(pw.pick, max_blocks);
+  prune_workspace::grow(pw.keep, stride);
+  prune_workspace::grow(pw.cand_ref, max_blocks);
+  for (std::size_t h = 0; h < H; ++h)
+    if (ws.lengths[h] > 0)
+      policy.score(detail::make_input(layer_index, h, H, heads(h), queries),
+                   span<float>(pw.scores.data() + h * stride, ws.lengths[h]), pw.score);
+  if (layer.tables.size() == 1 && H > 1) {  // one ranking for all heads: their mean
+    float* mean = pw.scores.data() + H * stride;
+    const std::size_t n = ws.lengths[0];
+    for (std::size_t j = 0; j < n; ++j) {
+      float acc = 0.f;
+      for (std::size_t h = 0; h < H; ++h) acc += pw.scores[h * stride + j];
+      mean[j] = acc / static_cast<float>(H);
+    }
+  }
+  std::size_t released = 0;
+  for (std::size_t i = 0; i < layer.tables.size(); ++i) {
+    block_table& t = layer.tables[i];
+    const std::size_t nb = t.blocks.size(), n = ws.lengths[i];
+    if (nb <= keep.value) continue;
+    const float* sc = pw.scores.data() + (layer.tables.size() == 1 && H > 1 ? H : i) * stride;
+    for (std::size_t b = 0; b < nb; ++b) {
+      const std::size_t lo = b * B, hi = std::min(n, lo + B);
+      float acc = aggregate == block_score::sum ? 0.f : sc[lo];
+      for (std::size_t j = lo; j < hi; ++j) acc = aggregate == block_score::sum ? acc + sc[j] : std::max(acc, sc[j]);
+      pw.cand_score[b] = acc;
+    }
+    std::size_t f = 0, l = 0;
+    (void)protected_blocks(n, nb, f, l);
+    const std::size_t kept = topk(span<const float>(pw.cand_score.data(), nb), keep.value,
+                                  span<index_t>(pw.pick.data(), nb), topk_options{f, l}, pw.select);
+    // Kept ids first (token order), dropped ids after; tokens of the kept blocks for the policy.
+    std::size_t nk = 0, p = 0, nd = 0;
+    for (std::size_t b = 0; b < nb; ++b) {
+      if (p < kept && pw.pick[p] == b) {
+        ++p;
+        for (std::size_t j = b * B; j < std::min(n, b * B + B); ++j) pw.keep[nk++] = static_cast<index_t>(j);
+        t.blocks[p - 1] = t.blocks[b];  // p - 1 <= b: never overwrites an id still to be read
+      } else {
+        pw.cand_ref[nd++] = static_cast<index_t>(t.blocks[b]);
+      }
+    }
+    for (std::size_t j = 0; j < nd; ++j) t.blocks[kept + j] = static_cast<std::int32_t>(pw.cand_ref[j]);
+    t.blocks = t.blocks.first(kept);
+    released += nb - kept;
+    const span<const index_t> tok(pw.keep.data(), nk);
+    if (layer.tables.size() == 1)
+      for (std::size_t h = 0; h < H; ++h) detail::notify_retain(policy, layer_index, h, tok);
+    else
+      detail::notify_retain(policy, layer_index, i, tok);
   }
   return released;
 }
