@@ -143,7 +143,7 @@ TEMPLATE_TEST_CASE("kv_cache append/retain match a naive reference", "[cache]", 
           min_len = std::min(min_len, ref[l][h].pos.size()), max_len = std::max(max_len, ref[l][h].pos.size());
         const auto keep = random_keep<T>(min_len);
         if (min_len != max_len) {
-          require_error([&] { cache.retain(l, keep); }, {"depthkv::kv_cache", "differ in length"});
+          require_error([&] { cache.retain(l, keep); }, {"depthkv::kv_cache::retain", "heads of different lengths"});
           require_equal(cache, ref);
           continue;
         }
@@ -242,10 +242,10 @@ TEMPLATE_TEST_CASE("kv_cache errors name the argument and leave the cache unchan
   unchanged();
   const std::vector<index_t> past_short_head{0, 3};  // valid for head 0, not head 1
   // A layer-wide list on heads of different lengths would name different tokens per head.
-  require_error([&] { c.retain(0, past_short_head); }, {"heads of layer 0 differ in length", "head 1: 2"});
+  require_error([&] { c.retain(0, past_short_head); }, {"depthkv::kv_cache::retain", "heads of different lengths (layer 0 head 0: 4, head 1: 2 rows)"});
   unchanged();
   const std::vector<index_t> fits_both{0, 1};  // in range for both heads, still ambiguous
-  require_error([&] { c.retain(0, fits_both); }, {"differ in length"});
+  require_error([&] { c.retain(0, fits_both); }, {"heads of different lengths", "retain(layer, head, keep)"});
   unchanged();
   const std::vector<index_t> not_ascending{1, 1};
   require_error([&] { c.retain(0, 0, not_ascending); }, {"strictly ascending", "keep[1] = 1"});

@@ -8,6 +8,7 @@
 #include "cli/option_parser.hpp"
 #include "depthkv/budget/allocate.hpp"
 #include "depthkv/score/policies.hpp"
+#include "eval/allocators.hpp"
 #include "minillama/model.hpp"
 
 namespace dcli {
@@ -70,9 +71,8 @@ minillama::config random_model_spec::config(int vocab) const {
 eval_options parse_eval_args(int argc, const char* const* argv) {
   eval_options o;
   const std::vector<std::string> policies(std::begin(depthkv::policy_names), std::end(depthkv::policy_names));
-  std::vector<std::string> allocators(depthkv::allocator_names.begin(), depthkv::allocator_names.end());
-  allocators.push_back("cake");
-  allocators.push_back("squeeze");
+  std::vector<std::string> allocators;  // the library's, then eval's proxy baselines: one table
+  for (const eval::allocator_entry& e : eval::allocator_entries) allocators.emplace_back(e.name);
   const std::string T = std::to_string(max_tokens_arg);
 
   option_parser p("eval",

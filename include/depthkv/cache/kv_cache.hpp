@@ -171,7 +171,12 @@ class kv_cache {
   /// different heads: use retain(layer, head, keep)) or keep is bad; nothing changes then.
   void retain(std::size_t layer, span<const index_t> keep) {
     constexpr const char* where = "depthkv::kv_cache::retain";
-    detail::check_keep_list(where, keep, length(layer));  // length(layer) throws for ragged heads
+    check_layer(where, layer);
+    for (std::size_t h = 1; h < n_heads_; ++h)
+      DEPTHKV_CHECK(at(layer, h).len == at(layer, 0).len, where, "one keep list for heads of different lengths (layer ",
+                    layer, " head 0: ", at(layer, 0).len, ", head ", h, ": ", at(layer, h).len,
+                    " rows) would keep different tokens per head; use retain(layer, head, keep)");
+    detail::check_keep_list(where, keep, at(layer, 0).len);
     for (std::size_t h = 0; h < n_heads_; ++h) retain_unchecked(at(layer, h), keep);
   }
   /// Keeps exactly the rows `keep` (strictly ascending) of one head.
