@@ -108,6 +108,13 @@ inline void shorten_table(block_table& t, std::size_t n, std::size_t block_size)
 /// Errors (depthkv::error, nothing changed): what check_paged_layer rejects, a mode the tables
 /// cannot hold, and what prune_layer rejects (keep below the protected rows, policy inputs).
 /// Complexity: a gather of each head's keys (n * head_dim), scoring, selection, the row moves.
+/// Thread safety (also of prune_paged_blocks): a call writes only the rows and position slots of
+/// the blocks in `layer.tables`, the tables, `ws` and the policy's state of (layer_index, each
+/// head); it reads the queries. So calls on views of different sequences over the same pools may
+/// run concurrently when their tables hold disjoint blocks (a block shared between sequences,
+/// as prefix caching shares them, must not be pruned in place at all), each thread has its own
+/// workspace, and no two calls share a policy state's (layer, head) (h2o: one h2o_state per
+/// sequence). Queries and stateless policies may be shared. On a paged_cache: see paged_cache.
 template <class T, class Policy>
 std::size_t prune_paged(const paged_layer<T>& layer, std::size_t layer_index, std::size_t keep, const Policy& policy,
                         paged_prune_workspace<std::remove_const_t<T>>& ws, const layer_queries& queries = {},

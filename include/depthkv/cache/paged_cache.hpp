@@ -28,7 +28,17 @@ struct paged_cache_shape {
 
 /// Owning paged cache. Sequences are added and freed; each holds, per layer and kv head, the
 /// blocks of its tokens in position order. Every member that throws leaves the cache as it was.
-/// Not thread-safe (one pool per layer is shared by all sequences): guard it externally.
+/// Thread safety (one pool and block allocator per layer, shared by all sequences):
+///  - add_sequence and free_sequence need the whole cache: nothing else may run meanwhile.
+///  - Members that take a layer (append, layer_view, commit_tables, the prune entry points on a
+///    paged_cache, and the const queries) may run concurrently on different layers: each touches
+///    only that layer's pool and the sequences' tables of that layer.
+///  - Within one layer, append, commit_tables and the prune entry points on a paged_cache take
+///    or return blocks of the shared allocator: one at a time, even for different sequences,
+///    and no other member on that layer meanwhile.
+///  - layer_view only reads the cache: take the views of several sequences, prune the views of
+///    different sequences concurrently with prune_paged / prune_paged_blocks (one workspace per
+///    thread, see prune_paged), then, after those prunes, commit_tables each, one at a time.
 template <class T>
 class paged_cache {
   static_assert(is_kv_element_v<T> && !std::is_const_v<T>, "depthkv::paged_cache<T>: T must be float, f16 or bf16");
