@@ -33,6 +33,7 @@
 // budget/
 #include "depthkv/budget/profile.hpp"
 #include "depthkv/budget/allocate.hpp"
+#include "depthkv/budget/paged_budget.hpp"
 #include "depthkv/budget/profiler.hpp"
 
 // pipeline
