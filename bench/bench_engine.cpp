@@ -9,7 +9,9 @@
 #include <memory>
 #include <vector>
 
+#include "depthkv/prune_paged.hpp"
 #include "minillama/evict.hpp"
+#include "minillama/paged_session.hpp"
 #include "minillama/policy_prune.hpp"
 #include "minillama/session.hpp"
 
@@ -124,6 +126,62 @@ void BM_prefill_then_prune(benchmark::State& state) {
   state.counters["prune_over_prefill"] = prune_s / prefill_s;
 }
 BENCHMARK(BM_prefill_then_prune)->ArgNames({"context"})->Arg(512)->Arg(1024)->Iterations(1)->Unit(benchmark::kMillisecond);
+
+// The serving loop's decode step (examples/serve): `seqs` sequences (arg 0) of 1024 random rows
+// per head, streaming-pruned to keep_pct % (arg 1), each decoding one token per iteration,
+// round-robin; arg 2: 0 = dense sessions (one kv_cache each, the baseline), 1 = paged sessions
+// sharing one pool of 16-token blocks. Items = tokens decoded. The caches grow by 16 rows over
+// the 16 iterations (1.6% of 1024).
+void BM_serve_decode(benchmark::State& state) {
+  const auto seqs = static_cast<std::size_t>(state.range(0));
+  const int keep_pct = static_cast<int>(state.range(1));
+  const bool use_paged = state.range(2) != 0;
+  constexpr std::size_t context = 1024, block = 16;
+  const model& m = bench_model();
+  const std::size_t L = static_cast<std::size_t>(m.cfg.n_layers), H = static_cast<std::size_t>(m.cfg.n_kv_heads);
+  const std::size_t hd = static_cast<std::size_t>(m.cfg.head_dim());
+  std::vector<float> k(context * H * hd), v(k.size());
+  std::uint64_t st = 5;
+  for (auto& x : k) x = uniform_pm1(st);
+  for (auto& x : v) x = uniform_pm1(st);
+  std::vector<depthkv::pos_t> pos(context);
+  for (std::size_t i = 0; i < context; ++i) pos[i] = static_cast<depthkv::pos_t>(i);
+  const depthkv::kv_shape shape(depthkv::heads{H}, depthkv::tokens{context}, depthkv::dim{hd});
+  const auto kv = depthkv::kv_view<const float>::nhd(k.data(), shape), vv = depthkv::kv_view<const float>::nhd(v.data(), shape);
+  const std::size_t keep = context * static_cast<std::size_t>(keep_pct) / 100;
+  const depthkv::streaming policy{4, keep > 4 ? keep - 4 : 0};
+  const std::size_t per_seq = H * ((context + 64) / block + 1);
+  depthkv::paged_cache<float> pool(depthkv::paged_cache_shape(depthkv::layers{L}, depthkv::heads{H}, depthkv::dim{hd},
+                                                              depthkv::blocks{seqs * per_seq},
+                                                              depthkv::block_tokens{block}));
+  std::vector<std::unique_ptr<session>> dense;
+  std::vector<std::unique_ptr<paged_session>> paged;
+  depthkv::paged_prune_workspace<float> pws;
+  for (std::size_t i = 0; i < seqs; ++i) {
+    if (use_paged) {
+      paged.push_back(std::make_unique<paged_session>(m, pool));
+      for (std::size_t l = 0; l < L; ++l) {
+        pool.append(paged.back()->sequence(), l, kv, vv, depthkv::span<const depthkv::pos_t>(pos));
+        if (keep < context) depthkv::prune_paged(pool, paged.back()->sequence(), l, keep, policy, pws);
+      }
+      paged.back()->set_position(context);
+    } else {
+      dense.push_back(filled_session(context, keep_pct));
+    }
+  }
+  for (auto _ : state)
+    for (std::size_t i = 0; i < seqs; ++i)
+      benchmark::DoNotOptimize(use_paged ? paged[i]->decode(7) : dense[i]->decode(7));
+  state.SetItemsProcessed(state.iterations() * static_cast<std::int64_t>(seqs));
+  std::size_t blocks = 0;
+  for (std::size_t l = 0; l < L; ++l) blocks += pool.blocks_used(l);
+  if (use_paged) state.counters["kv_MiB"] = static_cast<double>(blocks * pool.block_bytes()) / (1 << 20);
+}
+BENCHMARK(BM_serve_decode)
+    ->ArgNames({"seqs", "keep_pct", "paged"})
+    ->ArgsProduct({{1, 8, 32}, {100, 20}, {0, 1}})
+    ->Iterations(16)
+    ->Unit(benchmark::kMillisecond);
 
 }  // namespace
 

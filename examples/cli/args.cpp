@@ -14,6 +14,7 @@ int parse_args_for_fuzz(const std::vector<std::string>& args) {
     else if (args[0] == "eval") (void)parse_eval_args(argc, argv.data());
     else if (args[0] == "allocate") (void)parse_allocate_args(argc, argv.data());
     else if (args[0] == "demo_prune") (void)parse_demo_prune_args(argc, argv.data());
+    else if (args[0] == "serve") (void)parse_serve_args(argc, argv.data());
     else return 3;
   } catch (const help_requested&) {
     return 1;

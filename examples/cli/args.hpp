@@ -92,6 +92,23 @@ inline constexpr std::size_t demo_prune_max_tokens = 65536;
 std::size_t demo_prune_min_tokens();
 demo_prune_options parse_demo_prune_args(int argc, const char* const* argv);
 
+// ---- serve
+// The batched serving loop over a paged KV pool (examples/serve.cpp).
+struct serve_options {
+  std::string model = "models/recall-6l/model.bin", tokenizer, data = "models/recall-6l/test.txt";
+  std::string policy = "snapkv", allocator = "uniform", profile;
+  std::size_t max_seqs = 0;  // requests read from --data (0 = all)
+  double pool_mib = 8.0;     // KV pool of all layers, MiB (2^20 bytes)
+  std::size_t block_size = 16;
+  double budget = 0.2;       // global keep ratio of each prompt's KV cache (1 = no pruning)
+  std::string granularity = "token";  // token | block
+  std::vector<double> compare;        // --compare: quality table at these budgets instead of serving
+  std::size_t sink = 4, recent = 16, window = 16;
+  bool quiet = false;
+  bool pruning() const { return budget < 1.0; }
+};
+serve_options parse_serve_args(int argc, const char* const* argv);
+
 // For a fuzz target: args[0] selects the parser ("generate", "eval", "allocate", "demo_prune";
 // another name: 3) and is passed as argv[0]. Returns 0 (parsed), 1 (help) or 2 (cli_error);
 // never exits; anything else thrown is a bug and propagates.

@@ -258,4 +258,16 @@ std::size_t prune_paged(paged_cache<T>& cache, typename paged_cache<T>::sequence
   return cache.commit_tables(sequence, layer, span<const block_table>(ws.tables));
 }
 
+/// prune_paged_blocks on an owning paged_cache: keeps `keep` blocks of each kv head of
+/// (sequence, layer) and returns the dropped ones to the layer's pool. Returns how many were
+/// returned. Errors as prune_paged_blocks; nothing changes.
+template <class T, class Policy>
+std::size_t prune_paged_blocks(paged_cache<T>& cache, typename paged_cache<T>::sequence_id sequence, std::size_t layer,
+                               blocks keep, const Policy& policy, paged_prune_workspace<T>& ws,
+                               const layer_queries& queries = {}, block_score aggregate = block_score::sum) {
+  const paged_layer<T> view = cache.layer_view(sequence, layer, ws.tables);
+  (void)prune_paged_blocks(view, layer, keep, policy, ws, queries, aggregate);
+  return cache.commit_tables(sequence, layer, span<const block_table>(ws.tables));
+}
+
 }  // namespace depthkv

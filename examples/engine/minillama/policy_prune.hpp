@@ -10,9 +10,11 @@
 #include <vector>
 
 #include "depthkv/prune.hpp"
+#include "depthkv/prune_paged.hpp"
 #include "depthkv/score/policies.hpp"
 #include "minillama/eval.hpp"
 #include "minillama/evict.hpp"
+#include "minillama/paged_session.hpp"
 #include "minillama/session.hpp"
 
 namespace minillama {
@@ -37,6 +39,25 @@ inline window_query_buffer window_queries_of(const layer_record& rec) {
   return b;
 }
 
+// Calls fn(policy, queries) with the depthkv policy `id` configured by cfg for `layer`, fed
+// from the prefill's record: the window queries (snapkv, tova) and, for h2o, an h2o_state of
+// the record's column sums (cfg.state is ignored).
+template <class F>
+void with_recorded_policy(depthkv::policy_id id, const depthkv::policy_config& cfg, const layer_record& rec,
+                          std::size_t layer, std::size_t n_layers, std::size_t n_kv_heads, F&& fn) {
+  const window_query_buffer q = window_queries_of(rec);
+  depthkv::policy_config c = cfg;
+  depthkv::h2o_state state;
+  if (id == depthkv::policy_id::h2o) {
+    DEPTHKV_CHECK(rec.column_sums.size() == n_kv_heads, "minillama::policy_pruner",
+                  "h2o needs attention column sums: run the prefill with forward_options.column_sums = true");
+    state = depthkv::h2o_state(n_layers, n_kv_heads);
+    for (std::size_t g = 0; g < n_kv_heads; ++g) state.accumulate(layer, g, depthkv::span<const float>(rec.column_sums[g]));
+    c.state = &state;
+  }
+  depthkv::visit_policy(id, c, [&](const auto& policy) { fn(policy, q.view); });
+}
+
 // A layer_hook that prunes layer l to keep[l] tokens per kv head with the depthkv policy `name`
 // (snapkv, h2o, tova, knorm, streaming, random), configured by cfg. snapkv/tova need the prefill
 // recorded with forward_options.window > 0; h2o needs forward_options.column_sums (the hook
@@ -47,24 +68,54 @@ inline layer_hook make_policy_pruner(std::vector<std::size_t> keep, const std::s
   auto ws = std::make_shared<depthkv::prune_workspace>();
   return [keep = std::move(keep), id, cfg, opt, ws](std::size_t layer, depthkv::kv_cache<float>& cache,
                                                     const layer_record& rec) {
-    constexpr const char* where = "minillama::policy_pruner";
-    DEPTHKV_CHECK(keep.size() == cache.n_layers(), where, "keep has ", keep.size(), " entries, expected n_layers = ",
-                  cache.n_layers());
-    const window_query_buffer q = window_queries_of(rec);
-    depthkv::policy_config c = cfg;
-    depthkv::h2o_state state;
-    if (id == depthkv::policy_id::h2o) {
-      DEPTHKV_CHECK(rec.column_sums.size() == cache.n_kv_heads(), where,
-                    "h2o needs attention column sums: run the prefill with forward_options.column_sums = true");
-      state = depthkv::h2o_state(cache.n_layers(), cache.n_kv_heads());
-      for (std::size_t g = 0; g < cache.n_kv_heads(); ++g)
-        state.accumulate(layer, g, depthkv::span<const float>(rec.column_sums[g]));
-      c.state = &state;
-    }
-    depthkv::visit_policy(id, c, [&](const auto& policy) {
-      depthkv::prune_layer(cache, layer, keep[layer], policy, *ws, q.view, opt);
-    });
+    DEPTHKV_CHECK(keep.size() == cache.n_layers(), "minillama::policy_pruner", "keep has ", keep.size(),
+                  " entries, expected n_layers = ", cache.n_layers());
+    with_recorded_policy(id, cfg, rec, layer, cache.n_layers(), cache.n_kv_heads(),
+                         [&](const auto& policy, const depthkv::layer_queries& q) {
+                           depthkv::prune_layer(cache, layer, keep[layer], policy, *ws, q, opt);
+                         });
   };
+}
+
+// Prunes every layer of a paged session's sequence after its prefill, token-granular
+// (depthkv::prune_paged): keep[l] tokens per kv head, the emptied blocks back to the pool.
+// Same policies and record needs as make_policy_pruner. Returns the blocks returned.
+inline std::size_t prune_paged_with_policy(paged_session& s, const std::vector<std::size_t>& keep,
+                                           const std::string& name, depthkv::policy_config cfg = {},
+                                           depthkv::prune_options opt = {}) {
+  const auto& sh = s.cache().shape();
+  DEPTHKV_CHECK(keep.size() == sh.n_layers, "minillama::prune_paged_with_policy", "keep has ", keep.size(),
+                " entries, expected n_layers = ", sh.n_layers);
+  const depthkv::policy_id id = depthkv::policy_from_name(name);
+  depthkv::paged_prune_workspace<float> ws;
+  std::size_t released = 0;
+  for (std::size_t l = 0; l < sh.n_layers; ++l)
+    with_recorded_policy(id, cfg, s.record(l), l, sh.n_layers, sh.n_kv_heads,
+                         [&](const auto& policy, const depthkv::layer_queries& q) {
+                           released += depthkv::prune_paged(s.cache(), s.sequence(), l, keep[l], policy, ws, q, opt);
+                         });
+  return released;
+}
+
+// The same, block-granular (depthkv::prune_paged_blocks): keep_blocks[l] whole blocks per kv head
+// ranked by the aggregated scores of their tokens; no row moves. Returns the blocks returned.
+inline std::size_t prune_paged_blocks_with_policy(paged_session& s, const std::vector<std::size_t>& keep_blocks,
+                                                  const std::string& name, depthkv::policy_config cfg = {},
+                                                  depthkv::block_score aggregate = depthkv::block_score::sum) {
+  const auto& sh = s.cache().shape();
+  DEPTHKV_CHECK(keep_blocks.size() == sh.n_layers, "minillama::prune_paged_blocks_with_policy", "keep_blocks has ",
+                keep_blocks.size(), " entries, expected n_layers = ", sh.n_layers);
+  const depthkv::policy_id id = depthkv::policy_from_name(name);
+  depthkv::paged_prune_workspace<float> ws;
+  std::size_t released = 0;
+  for (std::size_t l = 0; l < sh.n_layers; ++l)
+    with_recorded_policy(id, cfg, s.record(l), l, sh.n_layers, sh.n_kv_heads,
+                         [&](const auto& policy, const depthkv::layer_queries& q) {
+                           released += depthkv::prune_paged_blocks(s.cache(), s.sequence(), l,
+                                                                   depthkv::blocks{keep_blocks[l]}, policy, ws, q,
+                                                                   aggregate);
+                         });
+  return released;
 }
 
 // Prunes every layer of the session's cache (after prefill) with the policy; see make_policy_pruner.

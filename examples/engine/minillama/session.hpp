@@ -81,9 +81,6 @@ class session {
   double attention_seconds() const noexcept { return attn_seconds_; }
 
  private:
-  void attention(std::size_t layer, const matrix& q, std::size_t n, const std::vector<depthkv::pos_t>& qpos,
-                 const forward_options& opt, matrix& out);
-
   const model* m_;
   depthkv::kv_cache<float> cache_;
   std::size_t pos_ = 0;

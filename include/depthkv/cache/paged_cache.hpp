@@ -126,14 +126,12 @@ class paged_cache {
     DEPTHKV_CHECK(positions.size() == n, where, "positions has ", positions.size(), " entries, expected ", n);
     for (std::size_t i = 1; i < n; ++i)
       DEPTHKV_CHECK(positions[i] > positions[i - 1], where, "positions must be strictly ascending at ", i);
-    std::size_t need = 0;
     for (std::size_t h = 0; h < H; ++h) {
       const table_store& t = s.tables[layer * H + h];
       DEPTHKV_CHECK(n == 0 || t.tokens == 0 || positions[0] > t.last_pos, where, "positions[0] = ", positions[0],
                     " is not above the last position ", t.last_pos, " of layer ", layer, " head ", h);
-      const std::size_t room = t.ids.size() * B - t.tokens;
-      need += n > room ? (n - room + B - 1) / B : 0;
     }
+    const std::size_t need = blocks_needed(s, layer, n);
     DEPTHKV_CHECK(need <= p.ids.n_free(), where, "layer ", layer, " needs ", need, " free blocks, the pool has ",
                   p.ids.n_free());
     if (n == 0) return;
@@ -153,6 +151,36 @@ class paged_cache {
         ++t.tokens;
       }
       t.last_pos = positions[n - 1];
+    }
+  }
+
+  /// Blocks an append of n tokens to every kv head of (sequence, layer) takes from the pool
+  /// (the last blocks' free slots are filled first): what admission control compares with
+  /// blocks_free(layer).
+  std::size_t blocks_needed(sequence_id sequence, std::size_t layer, std::size_t n) const {
+    constexpr const char* where = "depthkv::paged_cache::blocks_needed";
+    DEPTHKV_CHECK(sequence < seqs_.size() && seqs_[sequence].live, where, "sequence ", sequence, " is not a live sequence");
+    (void)pool_at(where, layer);
+    return blocks_needed(seqs_[sequence], layer, n);
+  }
+
+  /// Copies kv head `head`'s rows of (sequence, layer) in token order into dense memory:
+  /// keys and values [length][head_dim], positions [length]; each span at least that long.
+  /// One copy per block (pages of one head hold block_size rows back to back).
+  void copy_head(sequence_id sequence, std::size_t layer, std::size_t head, span<T> keys, span<T> values,
+                 span<pos_t> positions) const {
+    constexpr const char* where = "depthkv::paged_cache::copy_head";
+    const table_store& t = table_of(where, sequence, layer, head);
+    const std::size_t D = shape_.head_dim, B = shape_.block_size, n = t.tokens;
+    DEPTHKV_CHECK(keys.size() / D >= n && values.size() / D >= n && positions.size() >= n, where,
+                  "keys / values / positions hold ", keys.size() / D, " / ", values.size() / D, " / ", positions.size(),
+                  " rows, the head has ", n);
+    const pool& p = pools_[layer];
+    for (std::size_t b = 0; b < t.ids.size(); ++b) {
+      const std::size_t rows = std::min(B, n - b * B), at = static_cast<std::size_t>(t.ids[b]) * B;
+      std::memcpy(keys.data() + b * B * D, p.k.data() + at * D, rows * D * sizeof(T));
+      std::memcpy(values.data() + b * B * D, p.v.data() + at * D, rows * D * sizeof(T));
+      std::memcpy(positions.data() + b * B, p.pos.data() + at, rows * sizeof(pos_t));
     }
   }
 
@@ -234,6 +262,16 @@ class paged_cache {
     block_allocator ids;
   };
 
+  std::size_t blocks_needed(const seq& s, std::size_t layer, std::size_t n) const noexcept {
+    const std::size_t H = shape_.n_kv_heads, B = shape_.block_size;
+    std::size_t need = 0;
+    for (std::size_t h = 0; h < H; ++h) {
+      const table_store& t = s.tables[layer * H + h];
+      const std::size_t room = t.ids.size() * B - t.tokens;
+      need += n > room ? (n - room) / B + ((n - room) % B != 0) : 0;  // no overflow for n near SIZE_MAX
+    }
+    return need;
+  }
   seq& live_seq(const char* where, sequence_id s) {
     DEPTHKV_CHECK(s < seqs_.size() && seqs_[s].live, where, "sequence ", s, " is not a live sequence");
     return seqs_[s];
