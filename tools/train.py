@@ -34,9 +34,10 @@ import recall_data as data  # noqa: E402  (the data recipe, shared with eval_mod
 # ----------------------------------------------------------------------------- model
 
 class Attention(nn.Module):
-    def __init__(self, dim, n_heads, n_kv_heads):
+    def __init__(self, dim, n_heads, n_kv_heads, window=0):
         super().__init__()
         self.n_heads, self.n_kv_heads = n_heads, n_kv_heads
+        self.window = window  # 0: global; W > 0: query p sees keys k with p - k < W
         self.hd = dim // n_heads
         self.wq = nn.Linear(dim, n_heads * self.hd, bias=False)
         self.wk = nn.Linear(dim, n_kv_heads * self.hd, bias=False)
@@ -56,21 +57,30 @@ class Attention(nn.Module):
         k = k.permute(0, 2, 1, 3).reshape(B * KV, T, hd)
         v = v.permute(0, 2, 1, 3).reshape(B * KV, T, hd)
         # causal attention in query chunks: chunk c only reads keys [0, end of c), which skips
-        # most of the masked upper triangle at long T
+        # most of the masked upper triangle at long T; a local layer (sliding window W) reads
+        # only keys [start of c - W + 1, end of c), the mask hides the rest
         C = T if T <= 256 else 256
         qc = q.view(B * KV, rep, T, hd)
         outs = []
         for s0 in range(0, T, C):
             s1 = min(T, s0 + C)
+            k0 = max(0, s0 - self.window + 1) if self.window > 0 else 0
             qq = qc[:, :, s0:s1].reshape(B * KV, rep * (s1 - s0), hd)
-            att = torch.baddbmm(mask[s0:s1, :s1].repeat(rep, 1), qq, k[:, :s1].transpose(1, 2),
+            att = torch.baddbmm(mask[s0:s1, k0:s1].repeat(rep, 1), qq, k[:, k0:s1].transpose(1, 2),
                                 alpha=1.0 / math.sqrt(hd))  # scale + causal bias in one pass
             att = torch.softmax(att, dim=-1)
-            outs.append(torch.bmm(att, v[:, :s1]).view(B * KV, rep, s1 - s0, hd))
+            outs.append(torch.bmm(att, v[:, k0:s1]).view(B * KV, rep, s1 - s0, hd))
         y = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
         y = y.view(B, KV, rep, T, hd).permute(0, 3, 1, 2, 4)
         y = y.reshape(B, T, self.n_heads * hd)
         return self.wo(y)
+
+
+def layer_windows(cfg):
+    """Per-layer sliding window (0 = global layer) from cfg's sliding_window and global_layers."""
+    W = cfg.get("sliding_window", 0)
+    g = set(cfg.get("global_layers", range(cfg["n_layers"])))
+    return [0 if (W <= 0 or l in g) else W for l in range(cfg["n_layers"])]
 
 
 def rope_freqs(cfg):
@@ -103,10 +113,10 @@ class RMSNorm(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, dim, hidden, n_heads, n_kv_heads):
+    def __init__(self, dim, hidden, n_heads, n_kv_heads, window=0):
         super().__init__()
         self.attention_norm = RMSNorm(dim)
-        self.attention = Attention(dim, n_heads, n_kv_heads)
+        self.attention = Attention(dim, n_heads, n_kv_heads, window)
         self.ffn_norm = RMSNorm(dim)
         self.w1 = nn.Linear(dim, hidden, bias=False)
         self.w2 = nn.Linear(hidden, dim, bias=False)
@@ -124,8 +134,10 @@ class Transformer(nn.Module):
         self.cfg = cfg
         dim, L = cfg["dim"], cfg["n_layers"]
         self.tok_embeddings = nn.Embedding(cfg["vocab_size"], dim)
+        self.windows = layer_windows(cfg)
         self.layers = nn.ModuleList(
-            Block(dim, cfg["hidden_dim"], cfg["n_heads"], cfg["n_kv_heads"]) for _ in range(L))
+            Block(dim, cfg["hidden_dim"], cfg["n_heads"], cfg["n_kv_heads"], self.windows[l])
+            for l in range(L))
         self.norm = RMSNorm(dim)
         hd = dim // cfg["n_heads"]
         if "rope_dim" in cfg:
@@ -138,6 +150,10 @@ class Transformer(nn.Module):
         n = cfg["seq_len"]
         self.register_buffer("mask", torch.triu(torch.full((n, n), float("-inf")), 1),
                              persistent=False)
+        W = cfg.get("sliding_window", 0)
+        if W > 0:  # local layers: also hide keys k with p - k >= W (HF Mistral/Gemma convention)
+            self.register_buffer("mask_local", self.mask + torch.tril(
+                torch.full((n, n), float("-inf")), -W), persistent=False)
         self.apply(self._init)
         for name, p in self.named_parameters():
             if name.endswith("wo.weight") or name.endswith("w2.weight"):
@@ -150,8 +166,8 @@ class Transformer(nn.Module):
 
     def forward(self, idx):
         x = self.tok_embeddings(idx)
-        for layer in self.layers:
-            x = layer(x, self.cos, self.sin, self.mask)
+        for layer, w in zip(self.layers, self.windows):
+            x = layer(x, self.cos, self.sin, self.mask_local if w > 0 else self.mask)
         x = self.norm(x)
         return x @ self.tok_embeddings.weight.t()  # tied classifier
 
@@ -362,6 +378,13 @@ def main():
     ap.add_argument("--rope-theta", type=float, default=None)
     ap.add_argument("--rope-dim", type=int, default=None,
                     help="rotated dims per head (even, <= head dim; default all)")
+    ap.add_argument("--sliding-window", type=int, default=None,
+                    help="hybrid attention: window W of the local layers (query p sees keys p-W+1..p)")
+    ap.add_argument("--global-layers", default=None,
+                    help="with --sliding-window: comma-separated 0-based global layers, e.g. 2,5")
+    ap.add_argument("--global-every", type=int, default=None,
+                    help="with --sliding-window: layer l is global when (l + 1) %% N == 0 "
+                         "(llama.cpp's sliding_window_pattern N)")
     ap.add_argument("--single-stage", action="store_true",
                     help="train only stage 0 (--phases, --lr), without the preset's later stages")
     ap.add_argument("--warmup", type=int, default=None)
@@ -408,6 +431,20 @@ def main():
         cfg["rope_dim"] = int(p["rope_dim"])
         hd = cfg["dim"] // cfg["n_heads"]
         assert 0 < cfg["rope_dim"] <= hd and cfg["rope_dim"] % 2 == 0, "rope_dim: even, <= head dim"
+    if args.sliding_window is not None:
+        assert args.sliding_window > 0, "--sliding-window: > 0"
+        assert (args.global_layers is None) != (args.global_every is None), \
+            "--sliding-window needs exactly one of --global-layers, --global-every"
+        L = cfg["n_layers"]
+        if args.global_every is not None:
+            assert args.global_every > 0, "--global-every: > 0"
+            g = [l for l in range(L) if (l + 1) % args.global_every == 0]
+        else:
+            g = sorted({int(v) for v in args.global_layers.split(",") if v != ""})
+        assert all(0 <= l < L for l in g), f"--global-layers: layers in 0..{L - 1}"
+        cfg["sliding_window"] = args.sliding_window
+        cfg["global_layers"] = g
+        cfg["layer_windows"] = layer_windows(cfg)
     assert cfg["n_heads"] % cfg["n_kv_heads"] == 0 and cfg["n_kv_heads"] < cfg["n_heads"]
     assert max(ph[0] for ph in p["phases"]) <= cfg["seq_len"]
 
@@ -456,10 +493,14 @@ def main():
     export_llama2c(model, os.path.join(args.out, "model.bin"))
     export_tokenizer(os.path.join(args.out, "tokenizer.bin"))
 
-    import eval_model  # independent NumPy reader of the written files
-    m = eval_model.load_llama2c(os.path.join(args.out, "model.bin"))
-    vocab = eval_model.load_tokenizer(os.path.join(args.out, "tokenizer.bin"))
-    res = eval_model.recall_accuracy(m, vocab, os.path.join(args.out, "test.txt"))
+    if cfg.get("sliding_window", 0) > 0:
+        # eval_model.py has no sliding windows: the hybrid model is re-checked by the engine
+        res = "skipped: hybrid model (eval_model.py attends globally); see the engine's eval"
+    else:
+        import eval_model  # independent NumPy reader of the written files
+        m = eval_model.load_llama2c(os.path.join(args.out, "model.bin"))
+        vocab = eval_model.load_tokenizer(os.path.join(args.out, "tokenizer.bin"))
+        res = eval_model.recall_accuracy(m, vocab, os.path.join(args.out, "test.txt"))
     print(f"final: train_loss_ema {ema:.4f} val_loss {val_loss:.4f} recall torch test "
           f"{test_acc:.4f} calib {calib_acc:.4f} multi-record test {multi_acc:.4f} | numpy reader of "
           f"model.bin: {res}", flush=True)
