@@ -291,3 +291,135 @@ TEMPLATE_TEST_CASE("kv_cache errors name the argument and leave the cache unchan
   const std::vector<std::size_t> two_caps{1, 2};
   require_error([&] { kv_cache<T>(layers{3}, heads{1}, dim{1}, two_caps); }, {"capacity_per_layer has 2 entries", "n_layers = 3"});
 }
+
+TEMPLATE_TEST_CASE("kv_cache drop_oldest/drop_before interleaved with append/retain match a naive reference",
+                   "[cache][window]", float, f16, bf16) {
+  using T = TestType;
+  for (int round = 0; round < 30; ++round) {
+    const std::size_t H = uniform_int(1, 3), D = uniform_int(1, 9), cap = uniform_int(4, 40);
+    kv_cache<T> cache(layers{1}, heads{H}, dim{D}, cap);
+    ref_cache ref(1, std::vector<ref_head>(H));
+    pos_t next = 0;
+    float base = 0;
+    for (int step = 0; step < 60; ++step) {
+      const int op = static_cast<int>(uniform_int(0, 5));
+      auto& R = ref[0];
+      if (op <= 1) {  // append up to the room left (may move the live rows back to the base)
+        std::size_t room = cap;
+        for (std::size_t h = 0; h < H; ++h) room = std::min(room, cap - R[h].pos.size());
+        const std::size_t n = uniform_int(0, room);
+        engine_buffer<T> kb(layout::nhd, H, n, D, base), vb(layout::nhd, H, n, D, base + 500);
+        base += 37;
+        cache.append(0, kv_view<const T>(kb.view), kv_view<const T>(vb.view), next);
+        for (std::size_t h = 0; h < H; ++h)
+          for (std::size_t t = 0; t < n; ++t) {
+            std::vector<float> kr(D), vr(D);
+            for (std::size_t d = 0; d < D; ++d) kr[d] = float(kb.view.row(h, t)[d]), vr[d] = float(vb.view.row(h, t)[d]);
+            R[h].k.push_back(kr), R[h].v.push_back(vr), R[h].pos.push_back(next + static_cast<pos_t>(t));
+          }
+        next += static_cast<pos_t>(n) + static_cast<pos_t>(uniform_int(0, 2));
+      } else if (op == 2) {  // drop the same count from every head
+        std::size_t m = SIZE_MAX;
+        for (std::size_t h = 0; h < H; ++h) m = std::min(m, R[h].pos.size());
+        const std::size_t n = uniform_int(0, m);
+        cache.drop_oldest(0, n);
+        for (auto& r : R) r.k.erase(r.k.begin(), r.k.begin() + static_cast<std::ptrdiff_t>(n)),
+                          r.v.erase(r.v.begin(), r.v.begin() + static_cast<std::ptrdiff_t>(n)),
+                          r.pos.erase(r.pos.begin(), r.pos.begin() + static_cast<std::ptrdiff_t>(n));
+      } else if (op == 3) {  // drop by position: heads drop different counts
+        const pos_t first = static_cast<pos_t>(uniform_int(0, static_cast<std::size_t>(next) + 1));
+        std::vector<std::size_t> dropped(H);
+        cache.drop_before(0, first, dropped);
+        for (std::size_t h = 0; h < H; ++h) {
+          auto& r = R[h];
+          const auto d = static_cast<std::size_t>(std::lower_bound(r.pos.begin(), r.pos.end(), first) - r.pos.begin());
+          REQUIRE(dropped[h] == d);
+          r.k.erase(r.k.begin(), r.k.begin() + static_cast<std::ptrdiff_t>(d));
+          r.v.erase(r.v.begin(), r.v.begin() + static_cast<std::ptrdiff_t>(d));
+          r.pos.erase(r.pos.begin(), r.pos.begin() + static_cast<std::ptrdiff_t>(d));
+        }
+      } else if (op == 4) {  // retain one head (rows start past the base)
+        const std::size_t h = uniform_int(0, H - 1);
+        const auto keep = random_keep<T>(R[h].pos.size());
+        cache.retain(0, h, keep);
+        ref_head r;
+        for (index_t i : keep) r.k.push_back(R[h].k[i]), r.v.push_back(R[h].v[i]), r.pos.push_back(R[h].pos[i]);
+        R[h] = r;
+      } else if (uniform_int(0, 1)) {  // reallocate: rows move to a new base
+        cache.shrink_to_fit();
+        cache.reserve(0, cap);
+      } else {
+        const std::size_t h = uniform_int(0, H - 1);
+        const std::size_t n = uniform_int(0, R[h].pos.size());
+        cache.drop_oldest(0, h, n);
+        R[h].k.erase(R[h].k.begin(), R[h].k.begin() + static_cast<std::ptrdiff_t>(n));
+        R[h].v.erase(R[h].v.begin(), R[h].v.begin() + static_cast<std::ptrdiff_t>(n));
+        R[h].pos.erase(R[h].pos.begin(), R[h].pos.begin() + static_cast<std::ptrdiff_t>(n));
+      }
+      require_equal(cache, ref);
+      for (std::size_t h = 0; h < H; ++h) REQUIRE(cache.capacity(0, h) == cap);
+    }
+  }
+}
+
+TEST_CASE("kv_cache as a sliding-window ring: W rows, constant memory over thousands of decode steps",
+          "[cache][window]") {
+  constexpr std::size_t W = 128, H = 2, D = 4, steps = 5000;
+  kv_cache<float> c(layers{2}, heads{H}, dim{D}, std::vector<std::size_t>{2 * W, 8});
+  const std::size_t reserved = c.bytes_reserved();
+  std::vector<float> row(H * D);
+  std::size_t moves = 0;
+  const float* last_base = c.keys(0, 0).data;
+  for (std::size_t p = 0; p < steps; ++p) {
+    if (c.length(0, 0) == W) c.drop_oldest(0, 1);  // the oldest row leaves as a new one arrives
+    for (std::size_t h = 0; h < H; ++h)
+      for (std::size_t d = 0; d < D; ++d) row[h * D + d] = static_cast<float>(p * 10 + h * 3 + d);
+    c.append_token(0, row.data(), row.data(), static_cast<pos_t>(p));
+    const std::size_t n = std::min(p + 1, W);
+    REQUIRE(c.length(0) == n);
+    REQUIRE(c.bytes_in_use(0) == H * n * c.row_bytes());
+    REQUIRE(c.bytes_reserved() == reserved);  // never reallocates
+    const float* base = c.keys(0, 0).data;
+    moves += base < last_base;  // the live rows went back to the buffer's start
+    last_base = base;
+    if (p % 97 == 0 || p + 1 == steps)
+      for (std::size_t h = 0; h < H; ++h) {
+        const auto P = c.positions(0, h);
+        const auto K = c.keys(0, h), V = c.values(0, h);
+        for (std::size_t t = 0; t < n; ++t) {
+          const std::size_t q = p + 1 - n + t;  // the last W positions, in order
+          REQUIRE(P[t] == static_cast<pos_t>(q));
+          for (std::size_t d = 0; d < D; ++d) {
+            REQUIRE(K.row(t)[d] == static_cast<float>(q * 10 + h * 3 + d));
+            REQUIRE(V.row(t)[d] == static_cast<float>(q * 10 + h * 3 + d));
+          }
+        }
+      }
+  }
+  // capacity 2W: the W live rows are copied back once per W + 1 appends after the window filled
+  CHECK(moves == (steps - 2 * W) / (W + 1) + 1);
+  CHECK(c.capacity(0, 0) == 2 * W);
+}
+
+TEST_CASE("kv_cache drop_oldest / drop_before errors change nothing", "[cache][window][errors]") {
+  kv_cache<float> c(layers{2}, heads{2}, dim{4}, 8);
+  std::vector<float> buf(2 * 8 * 4, 1.0f);
+  auto kv4 = kv_view<const float>::hnd(buf.data(), kv_shape(heads{2}, tokens{4}, dim{4}));
+  c.append(0, kv4, kv4, 10);
+  const std::vector<index_t> keep{0, 2};
+  c.retain(0, 1, keep);  // head 0: 4 rows, head 1: 2
+  const snapshot<float> before(c);
+  require_error([&] { c.drop_oldest(0, 3); }, {"depthkv::kv_cache::drop_oldest", "n = 3", "length 2", "head 1"});
+  REQUIRE(snapshot<float>(c) == before);
+  require_error([&] { c.drop_oldest(0, 0, 5); }, {"n = 5", "length 4", "head 0"});
+  require_error([&] { c.drop_oldest(2, 1); }, {"layer 2", "n_layers 2"});
+  require_error([&] { c.drop_oldest(0, 2, 1); }, {"head 2", "n_kv_heads 2"});
+  std::vector<std::size_t> wrong(3);
+  require_error([&] { c.drop_before(0, 12, wrong); }, {"depthkv::kv_cache::drop_before", "dropped has 3 entries"});
+  REQUIRE(snapshot<float>(c) == before);
+  c.drop_before(0, 12);  // head 0 keeps 12, 13; head 1 (10, 12) keeps 12
+  REQUIRE(c.length(0, 0) == 2);
+  REQUIRE(c.length(0, 1) == 1);
+  REQUIRE(c.positions(0, 1)[0] == 12);
+  require_error([&] { c.append(0, kv4, kv4, 13); }, {"positions[0] = 13", "last position 13"});
+}

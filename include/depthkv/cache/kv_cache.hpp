@@ -22,11 +22,15 @@ namespace depthkv {
 /// row's position. Heads are separate allocations, so a layer (or head) pruned to 10% holds
 /// only 10% of the memory after shrink_to_fit, and heads of a layer may differ in length.
 /// Capacity is explicit: append never reallocates; reserve/shrink_to_fit do.
+/// Sliding windows: drop_oldest / drop_before drop leading rows in O(1) by moving the head's
+/// start forward (rows then start a whole number of rows past the 64-byte aligned base); append
+/// moves the live rows back to the base when they would run past the capacity, so a ring of W
+/// rows in capacity 2W copies W rows once per W appends (amortised O(1) per token, no allocation).
 /// Every member that throws leaves the cache exactly as it was.
 /// Thread safety: const members may run concurrently with each other; members that take a
-/// layer (append, retain, clear, reserve, shrink_to_fit(layer), and the prune entry points) may
-/// run concurrently on different layers (each touches only that layer's heads); anything else
-/// needs external synchronisation.
+/// layer (append, retain, clear, drop_oldest, drop_before, reserve, shrink_to_fit(layer), and the
+/// prune entry points) may run concurrently on different layers (each touches only that layer's
+/// heads); anything else needs external synchronisation.
 template <class T>
 class kv_cache {
   static_assert(is_kv_element_v<T> && !std::is_const_v<T>,
@@ -129,7 +133,7 @@ class kv_cache {
   span<const pos_t> positions(std::size_t layer, std::size_t head) const {
     check_head("depthkv::kv_cache::positions", layer, head);
     const head_store& s = at(layer, head);
-    return {s.pos.data(), s.len};
+    return {s.pos_rows(), s.len};
   }
 
   /// Appends n tokens to every head of `layer`. k and v: [n_kv_heads][n][head_dim] in any layout;
@@ -189,7 +193,42 @@ class kv_cache {
   /// Drops every row of `layer` (capacity is kept).
   void clear(std::size_t layer) {
     check_layer("depthkv::kv_cache::clear", layer);
-    for (std::size_t h = 0; h < n_heads_; ++h) at(layer, h).len = 0;
+    for (std::size_t h = 0; h < n_heads_; ++h) at(layer, h).drop_front(at(layer, h).len);
+  }
+
+  /// Drops the n oldest (leading) rows of every head of `layer`: O(1) per head, no copy (the
+  /// sliding window of a local layer). Throws, changing nothing, when a head holds fewer.
+  void drop_oldest(std::size_t layer, std::size_t n) {
+    constexpr const char* where = "depthkv::kv_cache::drop_oldest";
+    check_layer(where, layer);
+    for (std::size_t h = 0; h < n_heads_; ++h)
+      DEPTHKV_CHECK(n <= at(layer, h).len, where, "n = ", n, " exceeds the length ", at(layer, h).len, " of layer ",
+                    layer, " head ", h);
+    for (std::size_t h = 0; h < n_heads_; ++h) at(layer, h).drop_front(n);
+  }
+  /// Drops the n oldest rows of one head; O(1).
+  void drop_oldest(std::size_t layer, std::size_t head, std::size_t n) {
+    constexpr const char* where = "depthkv::kv_cache::drop_oldest";
+    check_head(where, layer, head);
+    DEPTHKV_CHECK(n <= at(layer, head).len, where, "n = ", n, " exceeds the length ", at(layer, head).len,
+                  " of layer ", layer, " head ", head);
+    at(layer, head).drop_front(n);
+  }
+  /// Drops, in every head of `layer`, the leading rows whose position is below `first_kept`
+  /// (heads may drop different counts). O(log length) per head, no copy. When `dropped` is
+  /// non-empty (then of size n_kv_heads) it receives the rows each head dropped.
+  void drop_before(std::size_t layer, pos_t first_kept, span<std::size_t> dropped = {}) {
+    constexpr const char* where = "depthkv::kv_cache::drop_before";
+    check_layer(where, layer);
+    DEPTHKV_CHECK(dropped.empty() || dropped.size() == n_heads_, where, "dropped has ", dropped.size(),
+                  " entries, expected 0 or n_kv_heads = ", n_heads_);
+    for (std::size_t h = 0; h < n_heads_; ++h) {
+      head_store& s = at(layer, h);
+      const pos_t* p = s.pos_rows();
+      const auto d = static_cast<std::size_t>(std::lower_bound(p, p + s.len, first_kept) - p);
+      s.drop_front(d);
+      if (!dropped.empty()) dropped[h] = d;
+    }
   }
 
   /// Ensures every head of `layer` can hold `capacity` rows; never shrinks.
@@ -235,6 +274,7 @@ class kv_cache {
     detail::aligned_buffer<T> k, v;
     detail::aligned_buffer<pos_t> pos;
     std::size_t len = 0, cap = 0;
+    std::size_t off = 0;  ///< live rows are [off, off + len) of the buffers (drop_front)
 
     head_store() = default;
     head_store(std::size_t capacity, std::size_t dim) : k(capacity * dim), v(capacity * dim), pos(capacity), cap(capacity) {}
@@ -242,15 +282,37 @@ class kv_cache {
     head_store resized(std::size_t capacity, std::size_t dim) const {
       head_store s(capacity, dim);
       if (len) {
-        std::memcpy(s.k.data(), k.data(), len * dim * sizeof(T));
-        std::memcpy(s.v.data(), v.data(), len * dim * sizeof(T));
-        std::memcpy(s.pos.data(), pos.data(), len * sizeof(pos_t));
+        std::memcpy(s.k.data(), k.data() + off * dim, len * dim * sizeof(T));
+        std::memcpy(s.v.data(), v.data() + off * dim, len * dim * sizeof(T));
+        std::memcpy(s.pos.data(), pos.data() + off, len * sizeof(pos_t));
       }
       s.len = len;
       return s;
     }
-    rows_view<T> key_rows(std::size_t dim) noexcept { return {k.data(), len, dim, static_cast<std::ptrdiff_t>(dim)}; }
-    rows_view<T> value_rows(std::size_t dim) noexcept { return {v.data(), len, dim, static_cast<std::ptrdiff_t>(dim)}; }
+    rows_view<T> key_rows(std::size_t dim) noexcept {
+      return {k.data() + off * dim, len, dim, static_cast<std::ptrdiff_t>(dim)};
+    }
+    rows_view<T> value_rows(std::size_t dim) noexcept {
+      return {v.data() + off * dim, len, dim, static_cast<std::ptrdiff_t>(dim)};
+    }
+    pos_t* pos_rows() noexcept { return pos.data() + off; }
+    const pos_t* pos_rows() const noexcept { return pos.data() + off; }
+    /// Forgets the first d (<= len) rows; an emptied head starts again at the base.
+    void drop_front(std::size_t d) noexcept {
+      len -= d;
+      off = len == 0 ? 0 : off + d;
+    }
+    /// Room for n more rows after the live ones: moves them to the base when off + len + n
+    /// would pass cap (pre: len + n <= cap). memmove: the ranges may overlap.
+    void make_room(std::size_t n, std::size_t dim) noexcept {
+      if (off == 0 || off + len + n <= cap) return;
+      if (len) {
+        std::memmove(k.data(), k.data() + off * dim, len * dim * sizeof(T));
+        std::memmove(v.data(), v.data() + off * dim, len * dim * sizeof(T));
+        std::memmove(pos.data(), pos.data() + off, len * sizeof(pos_t));
+      }
+      off = 0;
+    }
   };
 
   /// Returns n_layers after checking that n_layers * n_kv_heads heads can be held.
@@ -293,8 +355,8 @@ class kv_cache {
   void check_above_last(const char* where, std::size_t layer, pos_t first) const {
     for (std::size_t h = 0; h < n_heads_; ++h) {
       const head_store& s = at(layer, h);
-      DEPTHKV_CHECK(s.len == 0 || first > s.pos.data()[s.len - 1], where, "positions[0] = ", first,
-                    " is not above the last position ", s.pos.data()[s.len - 1], " of layer ", layer, " head ", h);
+      DEPTHKV_CHECK(s.len == 0 || first > s.pos_rows()[s.len - 1], where, "positions[0] = ", first,
+                    " is not above the last position ", s.pos_rows()[s.len - 1], " of layer ", layer, " head ", h);
     }
   }
   /// Copies the rows and writes position_at(i) for token i; pre: check_append passed. Writes only
@@ -307,10 +369,12 @@ class kv_cache {
     const std::size_t row_bytes = head_dim_ * sizeof(T);
     for (std::size_t h = 0; h < n_heads_; ++h) {
       head_store& s = at(layer, h);
+      s.make_room(n, head_dim_);
+      const std::size_t end = s.off + s.len;
       for (std::size_t t = 0; t < n; ++t) {
-        std::memcpy(s.k.data() + (s.len + t) * head_dim_, k.row(h, t), row_bytes);
-        std::memcpy(s.v.data() + (s.len + t) * head_dim_, v.row(h, t), row_bytes);
-        s.pos.data()[s.len + t] = position_at(t);
+        std::memcpy(s.k.data() + (end + t) * head_dim_, k.row(h, t), row_bytes);
+        std::memcpy(s.v.data() + (end + t) * head_dim_, v.row(h, t), row_bytes);
+        s.pos.data()[end + t] = position_at(t);
       }
       s.len += n;
     }
@@ -318,8 +382,9 @@ class kv_cache {
   void retain_unchecked(head_store& s, span<const index_t> keep) noexcept {
     detail::compact_rows_unchecked(s.key_rows(head_dim_), keep.data(), keep.size());
     detail::compact_rows_unchecked(s.value_rows(head_dim_), keep.data(), keep.size());
-    detail::compact_values_unchecked(s.pos.data(), keep.data(), keep.size());
+    detail::compact_values_unchecked(s.pos_rows(), keep.data(), keep.size());
     s.len = keep.size();
+    if (s.len == 0) s.off = 0;
   }
   std::size_t layer_rows(std::size_t layer, bool cap) const {
     check_layer("depthkv::kv_cache::bytes", layer);
