@@ -154,6 +154,40 @@ class paged_cache {
     }
   }
 
+  /// Sliding window of a local layer: returns to the pool every leading block of each kv head
+  /// of (sequence, layer) whose rows all lie before position `first_kept` (no query at or past
+  /// first_kept + W - 1 sees them). A block that still holds a row at or after first_kept stays
+  /// whole, so a head keeps at most block_size - 1 rows before first_kept: attention masks them.
+  /// When `dropped_rows` is non-empty (then of size n_kv_heads) it receives the rows each head
+  /// dropped (whole blocks). Returns the blocks returned. O(blocks returned) per head.
+  /// Thread safety: as append (returns blocks to the layer's shared allocator).
+  std::size_t drop_blocks_before(sequence_id sequence, std::size_t layer, pos_t first_kept,
+                                 span<std::size_t> dropped_rows = {}) {
+    constexpr const char* where = "depthkv::paged_cache::drop_blocks_before";
+    seq& s = live_seq(where, sequence);
+    pool& p = pool_at(where, layer);
+    const std::size_t H = shape_.n_kv_heads, B = shape_.block_size;
+    DEPTHKV_CHECK(dropped_rows.empty() || dropped_rows.size() == H, where, "dropped_rows has ", dropped_rows.size(),
+                  " entries, expected 0 or n_kv_heads = ", H);
+    std::size_t released = 0;
+    for (std::size_t h = 0; h < H; ++h) {
+      table_store& t = s.tables[layer * H + h];
+      std::size_t k = 0;  // leading blocks whose last row is before first_kept
+      while (k < t.ids.size()) {
+        const std::size_t last = std::min((k + 1) * B, t.tokens) - 1;
+        if (p.pos[static_cast<std::size_t>(t.ids[k]) * B + last % B] >= first_kept) break;
+        ++k;
+      }
+      const std::size_t rows = std::min(k * B, t.tokens);
+      p.ids.free(span<const std::int32_t>(t.ids.data(), k));
+      t.ids.erase(t.ids.begin(), t.ids.begin() + static_cast<std::ptrdiff_t>(k));
+      t.tokens -= rows;
+      released += k;
+      if (!dropped_rows.empty()) dropped_rows[h] = rows;
+    }
+    return released;
+  }
+
   /// Blocks an append of n tokens to every kv head of (sequence, layer) takes from the pool
   /// (the last blocks' free slots are filled first): what admission control compares with
   /// blocks_free(layer).
