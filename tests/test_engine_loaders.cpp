@@ -380,3 +380,106 @@ TEST_CASE("loaders: malformed GGUF input gives load_error naming the file", "[en
     require_load_error([&] { load_gguf(view(b), "v.gguf"); }, {"v.gguf", "tokenizer.ggml.tokens"});
   }
 }
+
+TEST_CASE("loaders: GGUF sliding windows and soft-cap round trip (bool array, uint32 period, all local)",
+          "[engine][loaders][window]") {
+  config c = small_config(true);
+  c.n_layers = 3;
+  c.sliding_window = 4;
+  c.attn_softcap = 3.5f;
+  for (int form = 0; form < 3; ++form) {
+    INFO("form " << form);
+    config cf = c;
+    gguf_write_options opt;
+    if (form == 0) cf.local_layers = {true, false, true};
+    if (form == 1) {  // 0, 1 local; 2 global
+      cf.local_layers = local_layer_pattern(3, 3);
+      opt.swa_period = 3;
+    }
+    // form 2: no pattern key, every layer local (Mistral)
+    const model m = make_random_model(cf, 12);
+    const bytes b = write_gguf(m, nullptr, opt);
+    const model g = load_gguf(view(b), "w.gguf").weights;
+    CHECK(g.cfg.sliding_window == 4);
+    CHECK(g.cfg.attn_softcap == std::optional<float>(3.5f));
+    CHECK(g.cfg.local_layers == cf.local_layers);
+    for (std::size_t l = 0; l < 3; ++l) CHECK(g.cfg.window(l) == m.cfg.window(l));
+    CHECK(same_bits(logits_of(g), logits_of(m)));  // 7 tokens > W: the windows are in force
+  }
+  CHECK(local_layer_pattern(6, 6) == std::vector<bool>{true, true, true, true, true, false});
+  CHECK(local_layer_pattern(4, 0) == std::vector<bool>(4, true));
+  CHECK(local_layer_pattern(2, 1) == std::vector<bool>(2, false));
+  // a plain model writes none of the keys
+  const bytes plain = write_gguf(make_random_model(small_config(true), 3));
+  const std::string ps(plain.begin(), plain.end());
+  CHECK(ps.find("sliding_window") == std::string::npos);
+  CHECK(ps.find("softcapping") == std::string::npos);
+}
+
+TEST_CASE("loaders: bad GGUF sliding-window / soft-cap metadata and configs are errors naming them",
+          "[engine][loaders][window][errors]") {
+  config c = small_config(true);
+  c.sliding_window = 4;
+  c.local_layers = {true, false};
+  c.attn_softcap = 3.5f;
+  const model m = make_random_model(c, 13);
+  const bytes good = write_gguf(m);
+  auto find = [](const bytes& b, const std::string& s) {
+    const auto it = std::search(b.begin(), b.end(), s.begin(), s.end());
+    REQUIRE(it != b.end());
+    return static_cast<std::size_t>(it - b.begin());
+  };
+  const std::string wk = "llama.attention.sliding_window", pk = wk + "_pattern", ck = "llama.attn_logit_softcapping";
+  bytes b = good;
+  b[find(b, wk + "\x04") + wk.size() - 1] = 'x';  // the window key renamed: a pattern without window
+  require_load_error([&] { load_gguf(view(b), "p.gguf"); }, {"p.gguf", pk, "without", wk});
+  b = good;
+  put_u32(b, find(b, wk + "\x04") + wk.size() + 4, 0);  // W = 0 with a pattern
+  require_load_error([&] { load_gguf(view(b), "z.gguf"); }, {"z.gguf", pk, "is 0"});
+  {  // 3 bools for 2 layers: a 3-layer file whose block_count says 2
+    config c3 = c;
+    c3.n_layers = 3;
+    c3.local_layers = {true, false, true};
+    b = write_gguf(make_random_model(c3, 15));
+    const std::string bk = "llama.block_count";
+    put_u32(b, find(b, bk) + bk.size() + 4, 2);
+    require_load_error([&] { load_gguf(view(b), "n.gguf"); }, {"n.gguf", pk, "has 3 entries", "block_count = 2"});
+  }
+  b = good;
+  put_u32(b, find(b, pk) + pk.size() + 4, 6);  // array of float32 (the 2 bools + 6 bytes misparse)
+  require_load_error([&] { load_gguf(view(b), "t.gguf"); }, {"t.gguf"});
+  b = good;
+  const float neg = -1.0f;
+  std::memcpy(b.data() + find(b, ck) + ck.size() + 4, &neg, 4);
+  require_load_error([&] { load_gguf(view(b), "c.gguf"); }, {"c.gguf", ck, "must be >= 0"});
+  b = good;
+  const float inf = std::numeric_limits<float>::infinity();
+  std::memcpy(b.data() + find(b, ck) + ck.size() + 4, &inf, 4);
+  require_load_error([&] { load_gguf(view(b), "c.gguf"); }, {"c.gguf", ck, "not finite"});
+  // a period form: uint32 period within [0, 4096]
+  gguf_write_options opt;
+  config cp = c;
+  cp.local_layers = local_layer_pattern(2, 2);
+  opt.swa_period = 2;
+  b = write_gguf(make_random_model(cp, 14), nullptr, opt);
+  CHECK(load_gguf(view(b), "ok.gguf").weights.cfg.local_layers == std::vector<bool>{true, false});
+  put_u32(b, find(b, pk) + pk.size() + 4, 5000);
+  require_load_error([&] { load_gguf(view(b), "q.gguf"); }, {"q.gguf", pk, "5000", "outside"});
+  opt.swa_period = 3;  // does not describe {true, false}
+  depthkv_test::require_error([&] { write_gguf(make_random_model(cp, 14), nullptr, opt); },
+                              {"minillama::write_gguf", "swa_period 3"});
+  // configs that validate() rejects, naming the field
+  config bad = small_config(true);
+  bad.sliding_window = -1;
+  depthkv_test::require_error([&] { model::zeros(bad); }, {"sliding_window must be >= 0", "-1"});
+  bad = small_config(true);
+  bad.local_layers = {true, true};
+  depthkv_test::require_error([&] { model::zeros(bad); }, {"local_layers is set but sliding_window is 0"});
+  bad.sliding_window = 4;
+  bad.local_layers = {true};
+  depthkv_test::require_error([&] { model::zeros(bad); }, {"local_layers has 1 entries", "n_layers = 2"});
+  bad.local_layers.clear();
+  bad.attn_softcap = 0.0f;
+  depthkv_test::require_error([&] { model::zeros(bad); }, {"attn_softcap must be finite and > 0", "got 0"});
+  depthkv_test::require_error([&] { local_layer_pattern(3, -1); }, {"minillama::local_layer_pattern", "period", "-1"});
+}

@@ -10,9 +10,15 @@ tests/test_engine_golden.cpp compares the C++ engine against (the test does not 
         --seqs 5,9,16 --out tests/data/engine_golden_a.txt
     python3 tools/reference.py --random 7 --config 64,96,2,4,2,64,40 --theta 500000 --rope-dim 8 \
         --seqs 6,23 --out tests/data/engine_golden_c.txt     # partial rotary
+    python3 tools/reference.py --random 31 --config 64,96,4,4,2,-96,64 --sliding-window 7 \
+        --local-layers 1,1,0,1 --softcap 2 --seqs 5,19,40 --out tests/data/engine_golden_d.txt  # hybrid
     python3 tools/reference.py --checkpoint model.bin --seqs 8 --out golden.txt
 
 RoPE rotates ADJACENT pairs (x[2i], x[2i+1]) (llama2.c run.c): here via complex multiplication.
+Hybrid attention: in a local layer with sliding window W the query at position p sees the keys
+at positions k with p - k < W (HF Mistral/Gemma convention, as minillama::config::window and
+tools/train.py); a soft-cap C maps the scaled scores s to C * tanh(s / C) before the mask and the
+softmax (Gemma 2).
 """
 import argparse
 import math
@@ -138,8 +144,10 @@ def load_checkpoint(path):
     return dict(dim=dim, hidden=hidden, L=L, H=H, KV=KV, V=V, seq_len=seq_len, shared=shared), w, data
 
 
-def forward(p, w, tokens, theta=10000.0, eps=1e-5, rope_dim=None):
-    """Logits [T][V] in float64 for one sequence (full causal attention)."""
+def forward(p, w, tokens, theta=10000.0, eps=1e-5, rope_dim=None, windows=None, softcap=None):
+    """Logits [T][V] in float64 for one sequence. windows: per layer sliding window W (0 or None:
+    global causal attention; W > 0: query p sees keys k with p - k < W); softcap: C * tanh(s / C)
+    on the scaled scores s (None: none)."""
     d = lambda t: t.to(torch.float64)  # noqa: E731
     dim, H, KV = p["dim"], p["H"], p["KV"]
     hd = dim // H
@@ -158,7 +166,11 @@ def forward(p, w, tokens, theta=10000.0, eps=1e-5, rope_dim=None):
         return torch.view_as_real(z * rot[:, None, :]).reshape(T, n * hd)
 
     causal = torch.triu(torch.ones(T, T, dtype=torch.bool), 1)
+    idx = torch.arange(T)
+    dist = idx[:, None] - idx[None, :]  # [query][key]: p - k
     for l in range(p["L"]):
+        W = windows[l] if windows else 0
+        mask = causal | (dist >= W) if W and W > 0 else causal
         xn = rms(x, w["rms_att"][l])
         q = rope(xn @ d(w["wq"][l]).T, H).view(T, H, hd).transpose(0, 1)
         k = rope(xn @ d(w["wk"][l]).T, KV).view(T, KV, hd).transpose(0, 1)
@@ -166,7 +178,9 @@ def forward(p, w, tokens, theta=10000.0, eps=1e-5, rope_dim=None):
         k = k.repeat_interleave(H // KV, dim=0)  # query head h reads kv head h // (H / KV)
         v = v.repeat_interleave(H // KV, dim=0)
         s = (q @ k.transpose(1, 2)) / math.sqrt(hd)
-        s = s.masked_fill(causal, float("-inf"))
+        if softcap is not None:
+            s = softcap * torch.tanh(s / softcap)
+        s = s.masked_fill(mask, float("-inf"))
         o = (torch.softmax(s, -1) @ v).transpose(0, 1).reshape(T, dim)
         x = x + o @ d(w["wo"][l]).T
         xn = rms(x, w["rms_ffn"][l])
@@ -194,6 +208,12 @@ def main():
     ap.add_argument("--token-seed", type=int, default=7, help="seed of the token sequences")
     ap.add_argument("--theta", type=float, default=10000.0)
     ap.add_argument("--rope-dim", type=int, default=None, help="rotated dims per head (default: all)")
+    ap.add_argument("--sliding-window", type=int, default=0,
+                    help="window W of the local layers (query p sees keys k with p - k < W); 0 = none")
+    ap.add_argument("--local-layers", default=None,
+                    help="with --sliding-window: per layer 1 (local) or 0 (global), e.g. 1,1,0,1 "
+                         "(default: every layer local)")
+    ap.add_argument("--softcap", type=float, default=None, help="attention logit soft-cap C (Gemma 2)")
     ap.add_argument("--out", required=True, help="golden logits file to write")
     a = ap.parse_args()
 
@@ -204,6 +224,16 @@ def main():
         p2, w, _ = None, w, None
     else:
         p, w, blob = load_checkpoint(a.checkpoint)
+    if a.sliding_window < 0:
+        ap.error("--sliding-window: must be >= 0, got %d" % a.sliding_window)
+    if a.local_layers is not None and a.sliding_window == 0:
+        ap.error("--local-layers needs --sliding-window")
+    local = [1] * p["L"] if a.local_layers is None else [int(v) for v in a.local_layers.split(",")]
+    if len(local) != p["L"] or any(v not in (0, 1) for v in local):
+        ap.error("--local-layers: %d values 0/1 expected, got %r" % (p["L"], a.local_layers))
+    windows = [a.sliding_window if v else 0 for v in local]
+    if a.softcap is not None and not (a.softcap > 0 and math.isfinite(a.softcap)):
+        ap.error("--softcap: must be finite and > 0, got %r" % a.softcap)
     if a.write_checkpoint:
         open(a.write_checkpoint, "wb").write(blob)
     rng = SplitMix64(a.token_seed)
@@ -215,9 +245,14 @@ def main():
              "theta %.9g" % a.theta]
     if a.rope_dim is not None:
         lines.append("rope_dim %d" % a.rope_dim)
+    if a.sliding_window > 0:
+        lines.append("sliding_window %d" % a.sliding_window)
+        lines.append("local_layers %s" % " ".join(map(str, local)))
+    if a.softcap is not None:
+        lines.append("softcap %.9g" % a.softcap)
     for n in [int(v) for v in a.seqs.split(",")]:
         toks = [rng.next() % p["V"] for _ in range(n)]
-        lg = forward(p, w, toks, theta=a.theta, rope_dim=a.rope_dim)
+        lg = forward(p, w, toks, theta=a.theta, rope_dim=a.rope_dim, windows=windows, softcap=a.softcap)
         lines.append("sequence %d %s" % (n, " ".join(map(str, toks))))
         for row in lg.tolist():
             lines.append(" ".join("%.9g" % v for v in row))

@@ -67,6 +67,10 @@ struct gguf_model {
 // GGUF v2/v3, little-endian, general.architecture = "llama". Tensors F32, F16, BF16 or Q8_0
 // (dequantised to f32). Hyperparameters from llama.* metadata; vocabulary from
 // tokenizer.ggml.tokens/scores (model "llama": score-BPE with U+2581 as the space marker).
+// Hybrid attention, where present: llama.attention.sliding_window (W), and
+// llama.attention.sliding_window_pattern as per-layer bools (true = local) or llama.cpp's
+// uint32 period (layer l global when (l + 1) % period == 0; absent = every layer local);
+// llama.attn_logit_softcapping (Gemma 2's soft-cap; 0 = none).
 gguf_model load_gguf(bytes_view bytes, const std::string& name = "<memory>");
 gguf_model load_gguf_file(const std::string& path);
 

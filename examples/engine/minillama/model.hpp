@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -35,15 +36,34 @@ struct config {
   int rope_dim = 0;
   float norm_eps = 1e-5f;
   bool shared_classifier = true;  // classifier == token embedding
+  // Hybrid attention (Mistral, Gemma 2/3): a local layer attends through a sliding window, the
+  // query at position p sees the keys at positions k with p - k < sliding_window (HF
+  // Mistral/Gemma convention, the same in tools/reference.py and tools/train.py); its cache keeps
+  // the last sliding_window rows. 0 = no window, every layer global.
+  int sliding_window = 0;
+  // Per layer, true = local. Empty with sliding_window > 0: every layer is local (Mistral).
+  std::vector<bool> local_layers;
+  // Gemma-2 attention logit soft-cap: the scaled scores s become cap * tanh(s / cap) before the
+  // causal/window mask and the softmax. Absent = none.
+  std::optional<float> attn_softcap;
 
   int head_dim() const noexcept { return n_heads > 0 ? dim / n_heads : 0; }
   int kv_dim() const noexcept { return head_dim() * n_kv_heads; }
   int rotary_dim() const noexcept { return rope_dim > 0 ? rope_dim : head_dim(); }
   // Angle per position of rotary pair i (0 for the pairs past rotary_dim).
   double rope_freq(int i) const noexcept;
+  // Sliding window of `layer`: sliding_window for a local layer, 0 for a global one.
+  int window(std::size_t layer) const noexcept;
+  // Whether any layer is local.
+  bool has_local_layers() const noexcept;
   // Throws depthkv::error("<where>: ...") naming the first inconsistent field.
   void validate(const std::string& where) const;
 };
+
+// local_layers for llama.cpp's `sliding_window_pattern = period`: layer l is global when
+// (l + 1) % period == 0 (the last layer of every group of `period`), local otherwise; period 1:
+// every layer global, 0: every layer local. Throws depthkv::error for n_layers or period < 0.
+std::vector<bool> local_layer_pattern(int n_layers, int period);
 
 struct layer_weights {
   vector attn_norm;       // [dim]

@@ -7,6 +7,10 @@
 // the same code as minillama::session: the same cache rows give bit-identical logits. A serving
 // engine's paged-attention kernel reads the pages in place instead; the copy is the reference
 // engine's price for sharing one attention path (bench_engine measures it).
+//
+// Local layers (config::window(l) = W > 0) return every block whose rows are all outside the
+// window (paged_cache::drop_blocks_before): between calls a head keeps the last W tokens plus
+// at most block_size - 1 older rows of its first block, which attention masks.
 #pragma once
 
 #include <cstddef>

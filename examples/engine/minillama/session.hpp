@@ -3,7 +3,9 @@
 // The KV cache is a depthkv::kv_cache<float>: per (layer, kv head) rows in ascending original
 // position. Keys are rotated (RoPE) with their original position BEFORE they are cached, so
 // pruning never re-rotates anything, and heads may hold different rows and lengths. A query
-// at position p attends to every cached row of its kv head whose position is <= p.
+// at position p attends to every cached row of its kv head whose position is <= p, and in a
+// local layer (config::window(l) = W > 0) only to those with p - position < W: there the cache
+// is a ring of capacity 2W that keeps the last W tokens between calls (kv_cache::drop_before).
 #pragma once
 
 #include <cstddef>
@@ -48,7 +50,8 @@ struct forward_options {
 
 class session {
  public:
-  // The model must outlive the session. initial_capacity: tokens reserved per head.
+  // The model must outlive the session. initial_capacity: tokens reserved per head of the global
+  // layers (local layers reserve 2 * window).
   explicit session(const model& m, std::size_t initial_capacity = 0);
 
   // Runs `tokens` at positions position(), position()+1, ... Returns logits [n][vocab] if

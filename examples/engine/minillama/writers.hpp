@@ -20,9 +20,15 @@ struct gguf_write_options {
   std::uint32_t version = 3;               // 2 or 3 (same layout for little-endian files)
   std::uint32_t alignment = 32;            // written as general.alignment when != 32
   std::string name = "minillama";
+  // Hybrid models: llama.attention.sliding_window_pattern as a per-layer bool array (0, default)
+  // or as llama.cpp's uint32 period (then cfg.local_layers must be local_layer_pattern(n_layers,
+  // period), or empty = every layer local for period 0).
+  std::uint32_t swa_period = 0;
 };
 // Writes architecture "llama" with tensors named as llama.cpp does; the vocabulary (if given)
-// as tokenizer.ggml.* with model "llama" (spaces of pieces become U+2581).
+// as tokenizer.ggml.* with model "llama" (spaces of pieces become U+2581). Sliding windows as
+// llama.attention.sliding_window (uint32) and llama.attention.sliding_window_pattern (true =
+// local; absent = every layer local), the soft-cap as llama.attn_logit_softcapping (float32).
 std::vector<std::uint8_t> write_gguf(const model& m, const tokenizer* vocab = nullptr, const gguf_write_options& opt = {});
 
 // Rounds every 2-D weight of m exactly as write_gguf(type) stores it, so a model written as

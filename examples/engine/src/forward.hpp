@@ -6,6 +6,12 @@
 //   void append(l, kv_view<const float> k, kv_view<const float> v, span<const pos_t> positions)
 //   head_rows head(l, g)   // kv head g's cached keys, values, positions (ascending), rows n
 //   void after_layer(l, const layer_record&)
+//   void drop_before(l, pos_t first_kept, span<size_t> dropped)  // local layers: drop leading
+//       rows below first_kept (the paged store whole blocks only), dropped[g] = rows of head g
+//
+// Local layers (config::window(l) = W > 0): the query at position p sees keys k with
+// p - k < W; rows before a call's first window are skipped, and after the call the layer keeps
+// only the rows at positions >= next - W (the last W tokens).
 #pragma once
 
 #include <algorithm>
@@ -75,12 +81,19 @@ inline double mean_cosine(const matrix& a, const matrix& b) {
 }
 
 // Attention of the call's n queries q [n][dim] over every kv head's cached rows; fills out
-// [n][dim] and what opt asks of rec.
+// [n][dim] and what opt asks of rec. Query i sees the rows with positions in
+// (qpos[i] - W, qpos[i]] for a local layer (W = c.window(layer)), <= qpos[i] otherwise; scores
+// are soft-capped (c.attn_softcap) before the softmax. Rows before the first query's window
+// take no part in the products (probability 0 in rec), so a store that keeps a few extra
+// leading rows (paged blocks) computes exactly what the dense one does.
 template <class Store>
 void attention(const config& c, Store& store, std::size_t layer, const matrix& q, std::size_t n,
                const std::vector<depthkv::pos_t>& qpos, const forward_options& opt, layer_record& rec, matrix& out) {
   const int hd = c.head_dim(), group = c.n_heads / c.n_kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const depthkv::pos_t W = c.window(layer);
+  const bool capped = c.attn_softcap.has_value();
+  const float cap = capped ? *c.attn_softcap : 1.0f, inv_cap = 1.0f / cap;
   const auto nn = static_cast<Eigen::Index>(n);
   const std::size_t w = std::min(opt.window, n);
   rec.window = w;
@@ -90,42 +103,83 @@ void attention(const config& c, Store& store, std::size_t layer, const matrix& q
     rec.queries.resize(static_cast<std::size_t>(c.n_heads));
   }
   if (opt.column_sums) rec.column_sums.resize(static_cast<std::size_t>(c.n_kv_heads));
-  std::vector<std::size_t> vis(n);
+  std::vector<std::size_t> lo(n), vis(n);  // query i sees rows [lo[i], vis[i]) (indices past `first`)
   matrix s;
   for (int g = 0; g < c.n_kv_heads; ++g) {
     const head_rows H = store.head(layer, static_cast<std::size_t>(g));
-    const auto rows = static_cast<Eigen::Index>(H.n);
-    const cmap Km(H.keys, rows, hd, Eigen::OuterStride<>(static_cast<Eigen::Index>(H.key_stride)));
-    const cmap Vm(H.values, rows, hd, Eigen::OuterStride<>(static_cast<Eigen::Index>(H.value_stride)));
     const auto& P = H.positions;
-    for (std::size_t i = 0; i < n; ++i)
-      vis[i] = static_cast<std::size_t>(std::upper_bound(P.begin(), P.end(), qpos[i]) - P.begin());
+    auto below = [&](depthkv::pos_t p) {  // rows with position < p
+      return static_cast<std::size_t>(std::lower_bound(P.begin(), P.end(), p) - P.begin());
+    };
+    // Rows [0, first) are outside every query's window (qpos ascends): left out of the products.
+    const std::size_t first = W > 0 ? below(qpos[0] - W + 1) : 0;
+    const auto rows = static_cast<Eigen::Index>(H.n - first), skip = static_cast<Eigen::Index>(first);
+    const cmap Km(H.keys + first * H.key_stride, rows, hd, Eigen::OuterStride<>(static_cast<Eigen::Index>(H.key_stride)));
+    const cmap Vm(H.values + first * H.value_stride, rows, hd,
+                  Eigen::OuterStride<>(static_cast<Eigen::Index>(H.value_stride)));
+    for (std::size_t i = 0; i < n; ++i) {
+      vis[i] = static_cast<std::size_t>(std::upper_bound(P.begin(), P.end(), qpos[i]) - P.begin()) - first;
+      lo[i] = W > 0 ? std::min(below(qpos[i] - W + 1) - first, vis[i]) : 0;
+    }
     if (opt.column_sums) rec.column_sums[static_cast<std::size_t>(g)].assign(H.n, 0.0f);
     for (int j = 0; j < group; ++j) {
       const int h = g * group + j;
       s.noalias() = (q.middleCols(h * hd, hd) * scale) * Km.transpose();
       for (std::size_t i = 0; i < n; ++i) {
         float* r = s.row(static_cast<Eigen::Index>(i)).data();
-        const std::size_t m = vis[i];
+        const std::size_t a = lo[i], m = vis[i];
+        if (capped)
+          for (std::size_t t = a; t < m; ++t) r[t] = cap * std::tanh(r[t] * inv_cap);
         float mx = -std::numeric_limits<float>::infinity();
-        for (std::size_t t = 0; t < m; ++t) mx = std::max(mx, r[t]);
+        for (std::size_t t = a; t < m; ++t) mx = std::max(mx, r[t]);
         float sum = 0;
-        for (std::size_t t = 0; t < m; ++t) sum += (r[t] = std::exp(r[t] - mx));
+        for (std::size_t t = a; t < m; ++t) sum += (r[t] = std::exp(r[t] - mx));
         const float inv = sum > 0 ? 1.0f / sum : 0.0f;
-        for (std::size_t t = 0; t < m; ++t) r[t] *= inv;
-        for (std::size_t t = m; t < H.n; ++t) r[t] = 0.0f;
+        for (std::size_t t = a; t < m; ++t) r[t] *= inv;
+        for (std::size_t t = 0; t < a; ++t) r[t] = 0.0f;
+        for (std::size_t t = m; t < static_cast<std::size_t>(rows); ++t) r[t] = 0.0f;
       }
       out.middleCols(h * hd, hd).noalias() = s * Vm;
       if (w) {
-        rec.probs[static_cast<std::size_t>(h)] = s.bottomRows(static_cast<Eigen::Index>(w));
+        auto& pr = rec.probs[static_cast<std::size_t>(h)];
+        if (first == 0) {
+          pr = s.bottomRows(static_cast<Eigen::Index>(w));
+        } else {  // [window][all rows of the head]: the skipped leading rows got nothing
+          pr = matrix::Zero(static_cast<Eigen::Index>(w), static_cast<Eigen::Index>(H.n));
+          pr.rightCols(rows) = s.bottomRows(static_cast<Eigen::Index>(w));
+        }
         rec.queries[static_cast<std::size_t>(h)] =
             q.block(nn - static_cast<Eigen::Index>(w), h * hd, static_cast<Eigen::Index>(w), hd);
       }
       if (opt.column_sums) {
         auto& cs = rec.column_sums[static_cast<std::size_t>(g)];
         for (Eigen::Index i = 0; i < nn; ++i)
-          for (Eigen::Index t = 0; t < rows; ++t) cs[static_cast<std::size_t>(t)] += s(i, t);
+          for (Eigen::Index t = 0; t < rows; ++t) cs[static_cast<std::size_t>(t + skip)] += s(i, t);
       }
+    }
+  }
+}
+
+// After a call of a local layer: drops the rows no later query sees beyond the last W tokens
+// (positions < next - W) and the same leading columns of rec, which keeps indexing the rows.
+template <class Store>
+void trim_window(const config& c, Store& store, std::size_t layer, std::size_t next, layer_record& rec) {
+  const int W = c.window(layer);
+  if (W <= 0) return;
+  const std::size_t group = static_cast<std::size_t>(c.n_heads / c.n_kv_heads);
+  std::vector<std::size_t> dropped(static_cast<std::size_t>(c.n_kv_heads));
+  store.drop_before(layer, static_cast<depthkv::pos_t>(next) - W, depthkv::span<std::size_t>(dropped));
+  for (std::size_t g = 0; g < dropped.size(); ++g) {
+    const std::size_t d = dropped[g];
+    if (d == 0) continue;
+    for (std::size_t j = 0; j < group && g * group + j < rec.probs.size(); ++j) {
+      matrix& pr = rec.probs[g * group + j];
+      const Eigen::Index keep = pr.cols() - static_cast<Eigen::Index>(std::min<std::size_t>(d, pr.cols()));
+      pr = matrix(pr.rightCols(keep));
+    }
+    if (g < rec.column_sums.size()) {
+      auto& cs = rec.column_sums[g];
+      cs.erase(cs.begin(), cs.begin() + static_cast<std::ptrdiff_t>(std::min(d, cs.size())));
     }
   }
 }
@@ -182,6 +236,7 @@ matrix forward_tokens(const model& m, Store& store, depthkv::span<const int> tok
     if (opt.cosine) rec.cos_layer = mean_cosine(x, out);
     x = std::move(out);
     store.after_layer(l, rec);
+    trim_window(c, store, l, pos + n, rec);
   }
 
   const Eigen::Index first = opt.all_logits ? 0 : static_cast<Eigen::Index>(n) - 1;
@@ -192,6 +247,8 @@ matrix forward_tokens(const model& m, Store& store, depthkv::span<const int> tok
 
 // The checks every forward call makes before it changes anything.
 inline void check_forward(const char* where, const config& c, depthkv::span<const int> tokens, std::size_t pos) {
+  // checked again here: the caller may have edited the model's config after constructing it
+  c.validate(where);
   const std::size_t n = tokens.size();
   DEPTHKV_CHECK(n > 0, where, "tokens is empty");
   for (std::size_t i = 0; i < n; ++i)

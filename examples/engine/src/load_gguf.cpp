@@ -313,6 +313,38 @@ gguf_model gguf_parser::parse() {
     c.vocab_size = static_cast<int>(emb->second.ne[1]);
   }
   c.shared_classifier = tensors_.find("output.weight") == tensors_.end();
+  // Hybrid attention: <arch>.attention.sliding_window = W (query p sees keys k with p - k < W);
+  // <arch>.attention.sliding_window_pattern: per-layer bools (true = local) or llama.cpp's
+  // uint32 period (layer l global when (l + 1) % period == 0); absent = every layer local.
+  const std::string swa_key = arch->s + ".attention.sliding_window", pat_key = swa_key + "_pattern";
+  const value* pat = find(pat_key);
+  if (find(swa_key)) {
+    c.sliding_window = static_cast<int>(get_int(swa_key, true, 0, 0, std::numeric_limits<std::int32_t>::max()));
+    if (pat && c.sliding_window == 0) r_.fail("metadata '", pat_key, "' is set but '", swa_key, "' is 0");
+  } else if (pat) {
+    r_.fail("metadata '", pat_key, "' is set without '", swa_key, "'");
+  }
+  if (pat) {
+    if (pat->type == T_ARR) {
+      if (pat->elem != T_BOOL && !(pat->elem <= T_I32 || pat->elem == T_U64 || pat->elem == T_I64))
+        r_.fail("metadata '", pat_key, "' is an array of ", type_name(pat->elem), ", expected bool");
+      if (pat->nums.size() != static_cast<std::size_t>(c.n_layers))
+        r_.fail("metadata '", pat_key, "' has ", pat->nums.size(), " entries, expected block_count = ", c.n_layers);
+      for (double v : pat->nums) c.local_layers.push_back(v != 0);
+    } else if (pat->is_int && pat->type != T_BOOL) {
+      const auto period = get_int(pat_key, true, 0, 0, 4096);
+      c.local_layers = local_layer_pattern(c.n_layers, static_cast<int>(period));
+    } else {
+      r_.fail("metadata '", pat_key, "' has type ", type_name(pat->type), ", expected a uint32 period or a bool array");
+    }
+  }
+  // Gemma 2's attention logit soft-cap (<arch>.attn_logit_softcapping); 0 = none.
+  const std::string cap_key = arch->s + ".attn_logit_softcapping";
+  if (find(cap_key)) {
+    const double cap = get_float(cap_key, 0.0);
+    if (cap < 0) r_.fail("metadata '", cap_key, "' = ", cap, " must be >= 0 (0 = none)");
+    if (cap > 0) c.attn_softcap = static_cast<float>(cap);
+  }
   try {
     c.validate("hyperparameters");
   } catch (const depthkv::error& e) {

@@ -26,6 +26,33 @@ void config::validate(const std::string& where) const {
   DEPTHKV_CHECK(rope_dim >= 0 && rope_dim <= head_dim() && rope_dim % 2 == 0, w,
                 "rope_dim must be even and in [0, head_dim = ", head_dim(), "] (0 = head_dim), got ", rope_dim);
   DEPTHKV_CHECK(std::isfinite(norm_eps) && norm_eps >= 0, w, "norm_eps must be finite and >= 0, got ", norm_eps);
+  DEPTHKV_CHECK(sliding_window >= 0, w, "sliding_window must be >= 0 (0 = no window), got ", sliding_window);
+  DEPTHKV_CHECK(local_layers.empty() || sliding_window > 0, w, "local_layers is set but sliding_window is 0");
+  DEPTHKV_CHECK(local_layers.empty() || local_layers.size() == static_cast<std::size_t>(n_layers), w,
+                "local_layers has ", local_layers.size(), " entries, expected n_layers = ", n_layers, " (or none)");
+  DEPTHKV_CHECK(!attn_softcap || (std::isfinite(*attn_softcap) && *attn_softcap > 0), w,
+                "attn_softcap must be finite and > 0 when set, got ", attn_softcap ? *attn_softcap : 0.0f);
+}
+
+int config::window(std::size_t layer) const noexcept {
+  if (sliding_window <= 0) return 0;
+  if (local_layers.empty()) return sliding_window;
+  return layer < local_layers.size() && local_layers[layer] ? sliding_window : 0;
+}
+
+bool config::has_local_layers() const noexcept {
+  for (int l = 0; l < n_layers; ++l)
+    if (window(static_cast<std::size_t>(l)) > 0) return true;
+  return false;
+}
+
+std::vector<bool> local_layer_pattern(int n_layers, int period) {
+  constexpr const char* where = "minillama::local_layer_pattern";
+  DEPTHKV_CHECK(n_layers >= 0, where, "n_layers must be >= 0, got ", n_layers);
+  DEPTHKV_CHECK(period >= 0, where, "period must be >= 0 (0 = every layer local), got ", period);
+  std::vector<bool> local(static_cast<std::size_t>(n_layers));
+  for (int l = 0; l < n_layers; ++l) local[static_cast<std::size_t>(l)] = period == 0 || (l + 1) % period != 0;
+  return local;
 }
 
 double config::rope_freq(int i) const noexcept {

@@ -28,7 +28,19 @@ struct paged_store {
     return {s.keys_.data(), d, s.values_.data(), d, depthkv::span<const depthkv::pos_t>(s.positions_.data(), n), n};
   }
   void after_layer(std::size_t, const layer_record&) {}
+  void drop_before(std::size_t l, depthkv::pos_t first_kept, depthkv::span<std::size_t> dropped) {
+    s.cache_->drop_blocks_before(s.seq_, l, first_kept, dropped);  // whole blocks back to the pool
+  }
 };
+
+namespace {
+// Local layers return the blocks whose rows no query from position `pos` on sees.
+void drop_outside_windows(paged_session::cache_type& cache, paged_session::cache_type::sequence_id seq,
+                          const config& c, std::size_t pos) {
+  for (std::size_t l = 0; l < cache.shape().n_layers; ++l)
+    if (const int W = c.window(l); W > 0) cache.drop_blocks_before(seq, l, static_cast<depthkv::pos_t>(pos) - W + 1);
+}
+}  // namespace
 
 paged_session::paged_session(const model& m, cache_type& cache) : m_(&m), cache_(&cache) {
   constexpr const char* where = "minillama::paged_session";
@@ -82,6 +94,7 @@ matrix paged_session::forward(depthkv::span<const int> tokens, const forward_opt
   constexpr const char* where = "minillama::paged_session::forward";
   detail::check_forward(where, m_->cfg, tokens, pos_);
   DEPTHKV_CHECK(!opt.hook, where, "forward_options.hook is not supported on paged sessions (prune between calls)");
+  drop_outside_windows(*cache_, seq_, m_->cfg, pos_);  // dead rows: free before counting blocks
   for (std::size_t l = 0; l < cache_->shape().n_layers; ++l) {
     const std::size_t need = cache_->blocks_needed(seq_, l, tokens.size()), free = cache_->blocks_free(l);
     DEPTHKV_CHECK(need <= free, where, tokens.size(), " tokens need ", need, " blocks of layer ", l,

@@ -28,16 +28,27 @@ struct dense_store {
   void after_layer(std::size_t l, const layer_record& rec) {
     if (hook) hook(l, cache, rec);
   }
+  void drop_before(std::size_t l, depthkv::pos_t first_kept, depthkv::span<std::size_t> dropped) {
+    cache.drop_before(l, first_kept, dropped);  // O(1) per head: moves the head's start
+  }
 };
+
+// Rows a local layer holds between calls (the last W tokens) live in capacity 2W: the ring
+// moves them back to the buffer's start once per W + 1 appends.
+std::size_t ring_capacity(int window) { return 2 * static_cast<std::size_t>(window); }
 
 }  // namespace
 
 session::session(const model& m, std::size_t initial_capacity) : m_(&m) {
   m.check_shapes("minillama::session");
   const config& c = m.cfg;
+  std::vector<std::size_t> caps(static_cast<std::size_t>(c.n_layers), initial_capacity);
+  for (std::size_t l = 0; l < caps.size(); ++l)
+    if (c.window(l) > 0) caps[l] = ring_capacity(c.window(l));
   cache_ = depthkv::kv_cache<float>(depthkv::layers{static_cast<std::size_t>(c.n_layers)},
                                     depthkv::heads{static_cast<std::size_t>(c.n_kv_heads)},
-                                    depthkv::dim{static_cast<std::size_t>(c.head_dim())}, initial_capacity);
+                                    depthkv::dim{static_cast<std::size_t>(c.head_dim())},
+                                    depthkv::span<const std::size_t>(caps));
   records_.resize(static_cast<std::size_t>(c.n_layers));
 }
 
@@ -80,20 +91,35 @@ vector session::decode(int token, const forward_options& opt) {
 }
 
 matrix session::forward(depthkv::span<const int> tokens, const forward_options& opt) {
-  detail::check_forward("minillama::session::forward", m_->cfg, tokens, pos_);
+  const config& c = m_->cfg;
+  detail::check_forward("minillama::session::forward", c, tokens, pos_);
   const std::size_t n = tokens.size();
-  // Room for n more rows in every head (geometric growth; pruned heads may be shorter).
+  // Local layers first drop the rows no query of this call sees (positions < pos - W + 1; dead
+  // for every later call too, so this changes nothing observable if reserve then throws).
+  for (std::size_t l = 0; l < cache_.n_layers(); ++l)
+    if (const int W = c.window(l); W > 0)
+      cache_.drop_before(l, static_cast<depthkv::pos_t>(pos_) - W + 1);
+  // Room for n more rows in every head (geometric growth; pruned heads may be shorter; local
+  // layers at least their ring capacity).
   for (std::size_t l = 0; l < cache_.n_layers(); ++l) {
     std::size_t need = 0, cap = std::numeric_limits<std::size_t>::max();
     for (std::size_t g = 0; g < cache_.n_kv_heads(); ++g) {
       need = std::max(need, cache_.length(l, g) + n);
       cap = std::min(cap, cache_.capacity(l, g));
     }
+    if (const int W = c.window(l); W > 0) need = std::max(need, ring_capacity(W));
     if (need > cap) cache_.reserve(l, std::max(need, cap + cap / 2));
   }
   dense_store store{cache_, opt.hook};
   matrix logits = detail::forward_tokens(*m_, store, tokens, pos_, opt, records_, attn_seconds_);
   pos_ += n;
+  // A long prefill grew a local layer past its ring: back to 2W (it now holds at most W rows).
+  for (std::size_t l = 0; l < cache_.n_layers(); ++l)
+    if (const int W = c.window(l); W > 0 && cache_.capacity(l, 0) > ring_capacity(W) &&
+                                   cache_.max_length(l) <= static_cast<std::size_t>(W)) {
+      cache_.shrink_to_fit(l);
+      cache_.reserve(l, ring_capacity(W));
+    }
   return logits;
 }
 

@@ -133,6 +133,12 @@ std::vector<std::uint8_t> write_gguf(const model& m, const tokenizer* vocab, con
   DEPTHKV_CHECK(opt.alignment > 0 && (opt.alignment & (opt.alignment - 1)) == 0, "minillama::write_gguf",
                 "alignment must be a power of two, got ", opt.alignment);
   const config& c = m.cfg;
+  if (opt.swa_period != 0) {
+    const bool ok = c.sliding_window > 0 &&
+                    (c.local_layers.empty() ? false : c.local_layers == local_layer_pattern(c.n_layers, static_cast<int>(opt.swa_period)));
+    DEPTHKV_CHECK(ok, "minillama::write_gguf", "swa_period ", opt.swa_period,
+                  " does not describe the model's local layers (sliding_window ", c.sliding_window, ")");
+  }
   struct tensor {
     std::string name;
     const float* data;
@@ -190,6 +196,18 @@ std::vector<std::uint8_t> write_gguf(const model& m, const tokenizer* vocab, con
   kv_u32("llama.rope.dimension_count", static_cast<std::uint32_t>(c.rotary_dim()));
   kv_f32("llama.rope.freq_base", c.rope_theta);
   kv_f32("llama.attention.layer_norm_rms_epsilon", c.norm_eps);
+  if (c.sliding_window > 0) {
+    kv_u32("llama.attention.sliding_window", static_cast<std::uint32_t>(c.sliding_window));
+    if (opt.swa_period != 0) {
+      kv_u32("llama.attention.sliding_window_pattern", opt.swa_period);
+    } else if (!c.local_layers.empty()) {
+      key("llama.attention.sliding_window_pattern", 9);
+      kv.put<std::uint32_t>(7);  // bool
+      kv.put<std::uint64_t>(c.local_layers.size());
+      for (bool local : c.local_layers) kv.put<std::uint8_t>(local ? 1 : 0);
+    }
+  }
+  if (c.attn_softcap) kv_f32("llama.attn_logit_softcapping", *c.attn_softcap);
   if (vocab) {
     const std::string marker = "\xE2\x96\x81";
     kv_str("tokenizer.ggml.model", "llama");
