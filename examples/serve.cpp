@@ -5,6 +5,8 @@
 // sequence (minillama::paged_session). Each step:
 //   1. admit requests, in order, while the pool can hold the next one's prompt and continuation
 //      on top of the remaining continuations of the running ones (no preemption is ever needed);
+//      one pool shared by all layers (--pool shared, the default: a layer with a larger budget
+//      takes more of it) or one per layer;
 //   2. prefill each admitted request, split the budget over its layers (depthkv::allocate), prune
 //      each layer (token-granular prune_paged or block-granular prune_paged_blocks): the emptied
 //      blocks return to the pool at once, so the next admission sees them;
@@ -31,6 +33,7 @@
 
 #include "cli/args.hpp"
 #include "depthkv/budget/allocate.hpp"
+#include "depthkv/budget/paged_budget.hpp"
 #include "depthkv/budget/profile.hpp"
 #include "minillama/eval_data.hpp"
 #include "minillama/loaders.hpp"
@@ -48,6 +51,12 @@ using steady = std::chrono::steady_clock;
 double seconds_since(steady::time_point t0) { return std::chrono::duration<double>(steady::now() - t0).count(); }
 
 std::size_t ceil_div(std::size_t a, std::size_t b) { return a / b + (a % b != 0); }
+
+std::string real_text(double x) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%g", x);
+  return b;
+}
 
 // The full-cache run of one request: log-probs at every continuation position, and the
 // prefill's prediction of the first continuation token (pruning happens after it).
@@ -101,8 +110,11 @@ struct quality {
   double accuracy() const { return queries ? static_cast<double>(correct) / static_cast<double>(queries) : 0.0; }
 };
 
-// What a request is pruned to: tokens per layer (token-granular) and blocks per layer of each
-// kv head (block-granular: the same blocks, at least the protected first and last ones).
+// What a request is pruned to, in whole blocks (depthkv::allocate_paged: the global budget is a
+// keep ratio of the prompt's blocks, every layer's floor the protected rows rounded up to
+// blocks): tokens per kv head for token-granular pruning (exactly blocks[l] blocks each), and
+// blocks per kv head for block-granular pruning (the same, at least the protected first and last
+// blocks). Dense pruning in --compare keeps the token counts: the same memory.
 struct plan {
   bool prune = false;
   std::vector<std::size_t> keep_tokens, keep_blocks;
@@ -122,15 +134,17 @@ struct context {
     const std::size_t n = s.prefix, protect = o.sink + o.recent, B = o.block_size;
     if (!o.pruning() || n <= protect) return p;
     p.prune = true;
-    depthkv::allocation_request req;
+    depthkv::paged_allocation_request req;
     req.lengths.assign(L(), n);
     req.minimums.assign(1, protect);
-    req.budget = depthkv::global_budget::ratio(o.budget);
-    p.keep_tokens = depthkv::allocate(o.allocator, req, prof);
+    req.block_size = depthkv::block_tokens{B};
+    req.budget = depthkv::paged_budget::ratio(o.budget);
+    const depthkv::paged_allocation a = depthkv::allocate_paged(o.allocator, req, prof);
+    p.keep_tokens = a.keep;
     const std::size_t nb = ceil_div(n, B);
     const std::size_t prot = std::min(nb, std::max<std::size_t>(1, ceil_div(std::min(o.sink, n), B)) +
                                               std::max<std::size_t>(1, ceil_div(std::min(o.recent, n), B)));
-    for (const std::size_t k : p.keep_tokens) p.keep_blocks.push_back(std::max(ceil_div(k, B), prot));
+    for (const std::size_t b : a.blocks) p.keep_blocks.push_back(std::max(b, prot));
     return p;
   }
 
@@ -155,10 +169,11 @@ struct context {
   }
 };
 
-depthkv::paged_cache<float> make_pool(const context& cx, std::size_t blocks_per_layer) {
+depthkv::paged_cache<float> make_pool(const context& cx, std::size_t n_blocks,
+                                      depthkv::pool_scope scope = depthkv::pool_scope::per_layer) {
   return depthkv::paged_cache<float>(depthkv::paged_cache_shape(
       depthkv::layers{cx.L()}, depthkv::heads{cx.H()}, depthkv::dim{static_cast<std::size_t>(cx.m.cfg.head_dim())},
-      depthkv::blocks{blocks_per_layer}, depthkv::block_tokens{cx.o.block_size}));
+      depthkv::blocks{n_blocks}, depthkv::block_tokens{cx.o.block_size}, scope));
 }
 
 // --compare: per keep ratio, dense token-granular pruning against paged token- and block-granular
@@ -224,20 +239,21 @@ int serve(const context& cx, const std::vector<sample>& reqs, const std::vector<
   const std::size_t L = cx.L(), H = cx.H(), B = o.block_size;
   const std::size_t block_bytes = B * (2 * static_cast<std::size_t>(cx.m.cfg.head_dim()) * sizeof(float) + sizeof(depthkv::pos_t));
   const auto pool_bytes = static_cast<std::size_t>(o.pool_mib * 1048576.0);
-  const std::size_t per_layer = pool_bytes / block_bytes / L;
-  // The admission rule needs, per layer, the prompt and continuation of one request unpruned.
+  const bool shared = o.pool == "shared";
+  const std::size_t n_blocks = pool_bytes / block_bytes / (shared ? 1 : L);  // per pool
+  // The admission rule needs the prompt and continuation of one request unpruned.
   std::size_t need_max = 0;
-  for (const sample& s : reqs) need_max = std::max(need_max, H * ceil_div(s.tokens.size(), B));
-  if (per_layer < need_max)
-    input_error("--pool-mib: " + std::to_string(o.pool_mib) + " MiB holds " + std::to_string(per_layer) +
-                " blocks of " + std::to_string(B) + " tokens per layer; the longest request needs " +
-                std::to_string(need_max) + " (" + std::to_string(need_max * block_bytes * L) + " bytes in all)");
-  auto pool = make_pool(cx, per_layer);
+  for (const sample& s : reqs) need_max = std::max(need_max, H * ceil_div(s.tokens.size(), B) * (shared ? L : 1));
+  if (n_blocks < need_max)
+    input_error("--pool-mib: " + real_text(o.pool_mib) + " MiB holds " + std::to_string(n_blocks) + " blocks of " +
+                std::to_string(B) + " tokens " + (shared ? "in the shared pool" : "per layer") +
+                "; the longest request needs " + std::to_string(need_max));
+  auto pool = make_pool(cx, n_blocks, shared ? depthkv::pool_scope::shared : depthkv::pool_scope::per_layer);
   std::fprintf(stderr,
-               "serve: %zu requests; pool %.2f MiB = %zu blocks per layer x %zu layers, %zu tokens x %zu kv heads "
-               "(one head per block, %zu bytes); %s, %s, budget %.2f, %s-granular\n",
-               reqs.size(), o.pool_mib, per_layer, L, B, H, block_bytes, o.policy.c_str(), o.allocator.c_str(),
-               o.budget, o.granularity.c_str());
+               "serve: %zu requests; pool %.2f MiB = %zu blocks %s, %zu tokens of one kv head each (%zu bytes); "
+               "%s, %s, budget %.2f, %s-granular\n",
+               reqs.size(), o.pool_mib, n_blocks, shared ? "shared by all layers" : "per layer", B, block_bytes,
+               o.policy.c_str(), o.allocator.c_str(), o.budget, o.granularity.c_str());
 
   std::deque<std::size_t> pending;
   for (std::size_t i = 0; i < reqs.size(); ++i) pending.push_back(i);
@@ -252,13 +268,15 @@ int serve(const context& cx, const std::vector<sample>& reqs, const std::vector<
     std::size_t admitted = 0;
     while (!pending.empty()) {
       const sample& s = reqs[pending.front()];
-      bool fits = true;
-      for (std::size_t l = 0; l < L && fits; ++l) {
-        std::size_t need = H * ceil_div(s.tokens.size(), B);
+      std::vector<std::size_t> need(pool.shape().n_pools());
+      for (std::size_t l = 0; l < L; ++l) {
+        std::size_t& n = need[pool.shape().pool_of(l)];
+        n += H * ceil_div(s.tokens.size(), B);
         for (const running& r : run)
-          need += pool.blocks_needed(r.s->sequence(), l, reqs[r.request].tokens.size() - reqs[r.request].prefix - r.fed);
-        fits = need <= pool.blocks_free(l);
+          n += pool.blocks_needed(r.s->sequence(), l, reqs[r.request].tokens.size() - reqs[r.request].prefix - r.fed);
       }
+      bool fits = true;
+      for (std::size_t l = 0; l < L; ++l) fits = fits && need[pool.shape().pool_of(l)] <= pool.blocks_free(l);
       if (!fits) break;
       running r;
       r.request = pending.front();
@@ -287,11 +305,7 @@ int serve(const context& cx, const std::vector<sample>& reqs, const std::vector<
     decode_tokens += run.size();
     peak = std::max(peak, run.size());
     running_sum += static_cast<double>(run.size());
-    std::size_t used = 0, free = 0;
-    for (std::size_t l = 0; l < L; ++l) {
-      used += pool.blocks_used(l);
-      free += pool.blocks_free(l);
-    }
+    const std::size_t used = pool.blocks_used(), free = pool.blocks_free();
     // 4. Finished sequences leave (their blocks go back to the pool).
     std::size_t finished = 0;
     for (std::size_t i = 0; i < run.size();) {
@@ -311,8 +325,7 @@ int serve(const context& cx, const std::vector<sample>& reqs, const std::vector<
                   dt > 0 ? static_cast<double>(run.size() + finished) / dt : 0.0);
     ++step;
   }
-  std::size_t used_end = 0;
-  for (std::size_t l = 0; l < L; ++l) used_end += pool.blocks_used(l);
+  const std::size_t used_end = pool.blocks_used();
   const double wall = seconds_since(t_all);
   std::size_t full_correct = 0, n_queries = 0;  // the unpruned run's own accuracy
   for (std::size_t i = 0; i < reqs.size(); ++i)
@@ -410,22 +423,27 @@ int main(int argc, char** argv) {
       if (!dcli::profile_matches_model(prof.model, identity))
         input_error("--profile: '" + o.profile + "' was measured on model '" + prof.model + "', not '" + identity + "'");
     }
-    // Every budget must keep at least the protected rows of every layer of every request.
-    std::vector<double> budgets = o.compare;
-    if (budgets.empty()) budgets.push_back(o.budget);
-    for (const double b : budgets)
-      for (const sample& s : reqs)
-        if (b < 1.0 && s.prefix > protect &&
-            std::floor(b * static_cast<double>(L * s.prefix) + 0.5) < static_cast<double>(L * protect))
-          input_error(std::string(o.compare.empty() ? "--budget " : "--compare ") + std::to_string(b) + " keeps " +
-                      std::to_string(static_cast<std::size_t>(b * static_cast<double>(s.prefix))) +
-                      " tokens per layer of a " + std::to_string(s.prefix) + "-token prompt, below the " +
-                      std::to_string(protect) + " protected rows (--sink + --recent)");
     depthkv::policy_config pc;
     pc.n_sink = o.sink;
     pc.n_recent = o.recent;
     pc.seed = 1;
     const context cx{o, M.weights, prof, pc};
+    // Every budget must give every layer of every request at least its protected rows (in blocks).
+    std::vector<double> budgets = o.compare;
+    if (budgets.empty()) budgets.push_back(o.budget);
+    for (const double b : budgets) {
+      dcli::serve_options ob = o;
+      ob.budget = b;
+      const context c{ob, M.weights, prof, pc};
+      for (std::size_t i = 0; i < reqs.size(); ++i) try {
+          (void)c.plan_for(reqs[i]);
+        } catch (const depthkv::error& e) {
+          input_error(std::string(o.compare.empty() ? "--budget " : "--compare ") + real_text(b) +
+                      " does not fit request " + std::to_string(i + 1) + " (" + std::to_string(reqs[i].prefix) +
+                      "-token prompt, " + std::to_string(o.block_size) + "-token blocks, --sink + --recent = " +
+                      std::to_string(protect) + "): " + e.what());
+        }
+    }
     std::vector<reference> refs;
     for (const sample& s : reqs) refs.push_back(full_reference(M.weights, s));
     return o.compare.empty() ? serve(cx, reqs, refs) : compare(cx, reqs, refs);

@@ -35,11 +35,12 @@ std::vector<int> tokens_for(std::size_t n, int vocab, std::uint64_t seed) {
   return t;
 }
 
-paged make_cache(const config& c, std::size_t pool_blocks, std::size_t block_size) {
+paged make_cache(const config& c, std::size_t pool_blocks, std::size_t block_size,
+                 depthkv::pool_scope scope = depthkv::pool_scope::per_layer) {
   return paged(depthkv::paged_cache_shape(depthkv::layers{static_cast<std::size_t>(c.n_layers)},
                                           depthkv::heads{static_cast<std::size_t>(c.n_kv_heads)},
                                           depthkv::dim{static_cast<std::size_t>(c.head_dim())},
-                                          depthkv::blocks{pool_blocks}, depthkv::block_tokens{block_size}));
+                                          depthkv::blocks{pool_blocks}, depthkv::block_tokens{block_size}, scope));
 }
 
 // Every (layer, head) of the two caches holds the same positions, keys and values, in order.
@@ -68,20 +69,17 @@ std::size_t blocks_implied(const paged& c, std::size_t sequence) {
   return b;
 }
 
-std::size_t blocks_used(const paged& c) {
-  std::size_t b = 0;
-  for (std::size_t l = 0; l < c.shape().n_layers; ++l) b += c.blocks_used(l);
-  return b;
-}
+std::size_t blocks_used(const paged& c) { return c.blocks_used(); }
 
 }  // namespace
 
 TEST_CASE("paged_session: same logits as a dense session, in chunks, with sessions interleaved", "[engine][paged]") {
   const model m = make_random_model(small_config(), 3);
   const auto toks = tokens_for(45, m.cfg.vocab_size, 1);
+  for (const auto scope : {depthkv::pool_scope::per_layer, depthkv::pool_scope::shared})
   for (const std::size_t B : {1, 16, 64}) {
-    INFO("block size " << B);
-    paged cache = make_cache(m.cfg, 600, B);
+    INFO("block size " << B << (scope == depthkv::pool_scope::shared ? ", one pool for all layers" : ""));
+    paged cache = make_cache(m.cfg, 600, B, scope);
     {
       session dense(m);
       paged_session a(m, cache), other(m, cache);  // `other` takes blocks between a's, so a's ids interleave
@@ -211,4 +209,39 @@ TEST_CASE("paged_session: errors change nothing", "[engine][paged][errors]") {
   // After the failure the session still decodes where it was: 12 more tokens fit.
   (void)p.forward(depthkv::span<const int>(toks).subspan(20, 10));
   CHECK(p.position() == 30);
+}
+
+TEST_CASE("paged_session: one pool shared by all layers lets a layer with a larger budget take more",
+          "[engine][paged][prune]") {
+  const model m = make_random_model(small_config(), 23);
+  const auto toks = tokens_for(64, m.cfg.vocab_size, 3);
+  // 3 layers x 2 heads x 4 blocks of 16 = 24 blocks for one unpruned 64-token prompt.
+  paged cache = make_cache(m.cfg, 40, 16, depthkv::pool_scope::shared);
+  paged_session a(m, cache);
+  (void)a.prefill(toks);
+  CHECK(cache.blocks_used() == 24);
+  CHECK(cache.blocks_used(0) == 24);  // every layer reports the one pool
+  CHECK(cache.blocks_free(2) == 16);
+  depthkv::policy_config cfg;
+  cfg.n_sink = 2;
+  cfg.n_recent = 4;
+  // Layer 2 keeps everything, layers 0 and 1 one block per head: 2 + 2 + 8 blocks.
+  CHECK(prune_paged_with_policy(a, {16, 16, 64}, "knorm", cfg) == 12);
+  CHECK(cache.blocks_used() == 12);
+  paged_session b(m, cache);
+  CHECK(b.fits(64));  // 24 blocks of 28 free
+  (void)b.prefill(toks);
+  CHECK(cache.blocks_used() == 36);
+  paged_session c(m, cache);
+  CHECK_FALSE(c.fits(64));
+  REQUIRE_THROWS_WITH(c.prefill(toks), Catch::Contains("64 tokens need 24 blocks of the shared pool, which has 4 free"));
+  CHECK(cache.blocks_used() == 36);
+  // Per-layer pools of (about) the same memory, 13 blocks each: layer 2's pool cannot take b's
+  // prompt after a kept all of layer 2, although 15 blocks are free in all.
+  paged split = make_cache(m.cfg, 13, 16);
+  paged_session a2(m, split), b2(m, split);
+  (void)a2.prefill(toks);
+  (void)prune_paged_with_policy(a2, {16, 16, 64}, "knorm", cfg);
+  CHECK(split.blocks_free() == 39 - 12);
+  CHECK_FALSE(b2.fits(64));
 }

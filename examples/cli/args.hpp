@@ -102,6 +102,7 @@ struct serve_options {
   std::size_t block_size = 16;
   double budget = 0.2;       // global keep ratio of each prompt's KV cache (1 = no pruning)
   std::string granularity = "token";  // token | block
+  std::string pool = "shared";        // shared (one pool for all layers) | per-layer
   std::vector<double> compare;        // --compare: quality table at these budgets instead of serving
   std::size_t sink = 4, recent = 16, window = 16;
   bool quiet = false;

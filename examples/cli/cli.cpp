@@ -269,9 +269,9 @@ const char* usage_of(const std::string& program) {
            "                [--min M] [--beta B] [--exponent P] [--sweep]";
   if (program == "demo_prune") return "usage: demo_prune [TOKENS]";
   if (program == "serve")
-    return "usage: serve [--model PATH] [--data PATH] [--max-seqs N] [--pool-mib MIB] [--block-size N]\n"
-           "             [--policy NAME] [--allocator NAME] [--profile CSV] [--budget RATIO] [--granularity token|block]\n"
-           "             [--compare LIST] [--sink N] [--recent N] [--window N] [--quiet]";
+    return "usage: serve [--model PATH] [--data PATH] [--max-seqs N] [--pool-mib MIB] [--pool shared|per-layer]\n"
+           "             [--block-size N] [--policy NAME] [--allocator NAME] [--profile CSV] [--budget RATIO]\n"
+           "             [--granularity token|block] [--compare LIST] [--sink N] [--recent N] [--window N] [--quiet]";
   return "usage: see --help";
 }
 

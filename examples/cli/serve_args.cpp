@@ -27,8 +27,11 @@ serve_options parse_serve_args(int argc, const char* const* argv) {
   real_range mib;
   mib.lo = 0;
   mib.lo_open = true;
-  mib.hi = 1 << 20;
-  p.real("--pool-mib", o.pool_mib, mib, "KV pool of all layers in MiB, in (0, 2^20] (default 8)");
+  mib.hi = 65536;
+  p.real("--pool-mib", o.pool_mib, mib, "KV pool of all layers in MiB, in (0, 65536] (default 8)");
+  p.choice("--pool", o.pool, {"shared", "per-layer"},
+           "shared: one pool of blocks for all layers (a layer with a larger budget takes more of it); per-layer: "
+           "the MiB split evenly, one pool per layer (default shared)");
   p.count("--block-size", o.block_size, 1, 4096, "tokens per block, 1..4096 (default 16)");
   p.choice("--policy", o.policy, policies, "snapkv|h2o|tova|knorm|streaming|random (default snapkv)");
   p.choice("--allocator", o.allocator, allocators,

@@ -64,11 +64,7 @@ std::size_t paged_session::blocks_needed(std::size_t n_tokens) const {
   return b;
 }
 
-bool paged_session::fits(std::size_t n_tokens) const {
-  for (std::size_t l = 0; l < cache_->shape().n_layers; ++l)
-    if (cache_->blocks_needed(seq_, l, n_tokens) > cache_->blocks_free(l)) return false;
-  return true;
-}
+bool paged_session::fits(std::size_t n_tokens) const { return cache_->fits(seq_, n_tokens); }
 
 std::size_t paged_session::blocks_held() const {
   std::size_t b = 0;
@@ -95,10 +91,16 @@ matrix paged_session::forward(depthkv::span<const int> tokens, const forward_opt
   detail::check_forward(where, m_->cfg, tokens, pos_);
   DEPTHKV_CHECK(!opt.hook, where, "forward_options.hook is not supported on paged sessions (prune between calls)");
   drop_outside_windows(*cache_, seq_, m_->cfg, pos_);  // dead rows: free before counting blocks
-  for (std::size_t l = 0; l < cache_->shape().n_layers; ++l) {
-    const std::size_t need = cache_->blocks_needed(seq_, l, tokens.size()), free = cache_->blocks_free(l);
-    DEPTHKV_CHECK(need <= free, where, tokens.size(), " tokens need ", need, " blocks of layer ", l,
-                  "'s pool, which has ", free, " free");
+  if (!cache_->fits(seq_, tokens.size())) {
+    const auto& sh = cache_->shape();
+    if (sh.scope == depthkv::pool_scope::shared)
+      DEPTHKV_CHECK(false, where, tokens.size(), " tokens need ", blocks_needed(tokens.size()),
+                    " blocks of the shared pool, which has ", cache_->blocks_free(0), " free");
+    for (std::size_t l = 0; l < sh.n_layers; ++l) {
+      const std::size_t need = cache_->blocks_needed(seq_, l, tokens.size()), free = cache_->blocks_free(l);
+      DEPTHKV_CHECK(need <= free, where, tokens.size(), " tokens need ", need, " blocks of layer ", l,
+                    "'s pool, which has ", free, " free");
+    }
   }
   paged_store store{*this};
   matrix logits = detail::forward_tokens(*m_, store, tokens, pos_, opt, records_, attn_seconds_);

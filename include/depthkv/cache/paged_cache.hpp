@@ -18,17 +18,33 @@
 
 namespace depthkv {
 
-/// Sizes of a paged_cache: per layer a pool of `pool_blocks` blocks of `block_size` tokens of
-/// one kv head. Built from named counts.
+/// Where a paged_cache's blocks come from. per_layer: every layer has its own pool of
+/// pool_blocks (each layer's memory is fixed). shared: one pool of pool_blocks for all layers, so
+/// a layer given a larger budget takes more of it: what turns layer-dependent budgets into
+/// capacity (with per-layer pools the layer that keeps the most fills its pool first).
+enum class pool_scope { per_layer, shared };
+
+/// Sizes of a paged_cache: pools of `pool_blocks` blocks of `block_size` tokens of one kv head,
+/// one per layer or one for all (scope). Built from named counts.
 struct paged_cache_shape {
   std::size_t n_layers = 0, n_kv_heads = 0, head_dim = 0, pool_blocks = 0, block_size = 0;
-  paged_cache_shape(layers l, heads h, dim d, blocks pool, block_tokens b) noexcept
-      : n_layers(l.value), n_kv_heads(h.value), head_dim(d.value), pool_blocks(pool.value), block_size(b.value) {}
+  pool_scope scope = pool_scope::per_layer;
+  paged_cache_shape(layers l, heads h, dim d, blocks pool, block_tokens b,
+                    pool_scope s = pool_scope::per_layer) noexcept
+      : n_layers(l.value), n_kv_heads(h.value), head_dim(d.value), pool_blocks(pool.value), block_size(b.value),
+        scope(s) {}
+  /// Pools the cache holds: n_layers, or 1 when shared.
+  std::size_t n_pools() const noexcept { return scope == pool_scope::shared ? 1 : n_layers; }
+  /// The pool `layer` takes its blocks from.
+  std::size_t pool_of(std::size_t layer) const noexcept { return scope == pool_scope::shared ? 0 : layer; }
 };
 
 /// Owning paged cache. Sequences are added and freed; each holds, per layer and kv head, the
 /// blocks of its tokens in position order. Every member that throws leaves the cache as it was.
-/// Thread safety (one pool and block allocator per layer, shared by all sequences):
+/// Thread safety (one pool and block allocator per layer, or one for all layers with
+/// pool_scope::shared, shared by all sequences; "different layers" below means layers of
+/// different pools, so with a shared pool only the read-only members and pruning views run
+/// concurrently):
 ///  - add_sequence and free_sequence need the whole cache: nothing else may run meanwhile.
 ///  - Members that take a layer (append, layer_view, commit_tables, the prune entry points on a
 ///    paged_cache, and the const queries) may run concurrently on different layers: each touches
@@ -47,7 +63,7 @@ class paged_cache {
   using sequence_id = std::size_t;
 
   /// Allocates the pools up front (2 * pool_blocks * block_size * head_dim elements of T plus
-  /// block_size positions per block, per layer). Throws on zero counts or sizes that overflow.
+  /// block_size positions per block, per pool). Throws on zero counts or sizes that overflow.
   explicit paged_cache(const paged_cache_shape& s) : shape_(s) {
     constexpr const char* where = "depthkv::paged_cache";
     DEPTHKV_CHECK(s.n_layers > 0 && s.n_kv_heads > 0 && s.head_dim > 0 && s.block_size > 0, where,
@@ -56,7 +72,7 @@ class paged_cache {
     const std::size_t slots = detail::checked_mul(where, s.pool_blocks, s.block_size, "pool_blocks ", s.pool_blocks,
                                                   " * block_size ", s.block_size);
     const std::size_t elems = detail::checked_mul(where, slots, s.head_dim, "pool slots * head_dim");
-    pools_.resize(s.n_layers);
+    pools_.resize(s.n_pools());
     for (pool& p : pools_) {
       p.k.assign(elems, T(0.f));
       p.v.assign(elems, T(0.f));
@@ -88,7 +104,7 @@ class paged_cache {
     for (std::size_t l = 0; l < shape_.n_layers; ++l)
       for (std::size_t h = 0; h < shape_.n_kv_heads; ++h) {
         table_store& t = s.tables[l * shape_.n_kv_heads + h];
-        pools_[l].ids.free(span<const std::int32_t>(t.ids));
+        pools_[shape_.pool_of(l)].ids.free(span<const std::int32_t>(t.ids));
         t = table_store{};
       }
     s.live = false;
@@ -98,9 +114,21 @@ class paged_cache {
   std::size_t length(sequence_id sequence, std::size_t layer, std::size_t head) const {
     return table_of("depthkv::paged_cache::length", sequence, layer, head).tokens;
   }
-  /// Blocks in use / free in `layer`'s pool (all sequences).
+  /// Blocks in use / free in the pool `layer` takes from (all sequences; with a shared pool
+  /// every layer reports the same pool).
   std::size_t blocks_used(std::size_t layer) const { return pool_at("depthkv::paged_cache::blocks_used", layer).ids.n_used(); }
   std::size_t blocks_free(std::size_t layer) const { return pool_at("depthkv::paged_cache::blocks_free", layer).ids.n_free(); }
+  /// Blocks in use / free over every pool.
+  std::size_t blocks_used() const noexcept {
+    std::size_t b = 0;
+    for (const pool& p : pools_) b += p.ids.n_used();
+    return b;
+  }
+  std::size_t blocks_free() const noexcept {
+    std::size_t b = 0;
+    for (const pool& p : pools_) b += p.ids.n_free();
+    return b;
+  }
   /// Blocks `sequence` holds in `layer` (all heads).
   std::size_t blocks_held(sequence_id sequence, std::size_t layer) const {
     std::size_t b = 0;
@@ -198,6 +226,20 @@ class paged_cache {
     return blocks_needed(seqs_[sequence], layer, n);
   }
 
+  /// Whether appending n tokens to every layer of `sequence` fits: each pool has the blocks the
+  /// layers drawing from it need (blocks_needed summed per pool).
+  bool fits(sequence_id sequence, std::size_t n) const {
+    constexpr const char* where = "depthkv::paged_cache::fits";
+    DEPTHKV_CHECK(sequence < seqs_.size() && seqs_[sequence].live, where, "sequence ", sequence, " is not a live sequence");
+    for (std::size_t i = 0; i < pools_.size(); ++i) {
+      std::size_t need = 0;
+      for (std::size_t l = 0; l < shape_.n_layers; ++l)
+        if (shape_.pool_of(l) == i) need += blocks_needed(seqs_[sequence], l, n);
+      if (need > pools_[i].ids.n_free()) return false;
+    }
+    return true;
+  }
+
   /// Copies kv head `head`'s rows of (sequence, layer) in token order into dense memory:
   /// keys and values [length][head_dim], positions [length]; each span at least that long.
   /// One copy per block (pages of one head hold block_size rows back to back).
@@ -209,7 +251,7 @@ class paged_cache {
     DEPTHKV_CHECK(keys.size() / D >= n && values.size() / D >= n && positions.size() >= n, where,
                   "keys / values / positions hold ", keys.size() / D, " / ", values.size() / D, " / ", positions.size(),
                   " rows, the head has ", n);
-    const pool& p = pools_[layer];
+    const pool& p = pools_[shape_.pool_of(layer)];
     for (std::size_t b = 0; b < t.ids.size(); ++b) {
       const std::size_t rows = std::min(B, n - b * B), at = static_cast<std::size_t>(t.ids[b]) * B;
       std::memcpy(keys.data() + b * B * D, p.k.data() + at * D, rows * D * sizeof(T));
@@ -268,16 +310,16 @@ class paged_cache {
 
   /// K row of (sequence, layer, head)'s token t (t < length).
   const T* key_row(sequence_id sequence, std::size_t layer, std::size_t head, std::size_t t) const {
-    return row_at(pools_[layer].k, sequence, layer, head, t);
+    return row_at(pools_[shape_.pool_of(layer)].k, sequence, layer, head, t);
   }
   const T* value_row(sequence_id sequence, std::size_t layer, std::size_t head, std::size_t t) const {
-    return row_at(pools_[layer].v, sequence, layer, head, t);
+    return row_at(pools_[shape_.pool_of(layer)].v, sequence, layer, head, t);
   }
   pos_t position(sequence_id sequence, std::size_t layer, std::size_t head, std::size_t t) const {
     const table_store& ts = table_of("depthkv::paged_cache::position", sequence, layer, head);
     DEPTHKV_CHECK(t < ts.tokens, "depthkv::paged_cache::position", "token ", t, " >= length ", ts.tokens);
     const std::size_t B = shape_.block_size;
-    return pools_[layer].pos[static_cast<std::size_t>(ts.ids[t / B]) * B + t % B];
+    return pools_[shape_.pool_of(layer)].pos[static_cast<std::size_t>(ts.ids[t / B]) * B + t % B];
   }
 
  private:
@@ -312,11 +354,11 @@ class paged_cache {
   }
   pool& pool_at(const char* where, std::size_t layer) {
     DEPTHKV_CHECK(layer < shape_.n_layers, where, "layer ", layer, " out of range (n_layers ", shape_.n_layers, ")");
-    return pools_[layer];
+    return pools_[shape_.pool_of(layer)];
   }
   const pool& pool_at(const char* where, std::size_t layer) const {
     DEPTHKV_CHECK(layer < shape_.n_layers, where, "layer ", layer, " out of range (n_layers ", shape_.n_layers, ")");
-    return pools_[layer];
+    return pools_[shape_.pool_of(layer)];
   }
   const table_store& table_of(const char* where, sequence_id s, std::size_t layer, std::size_t head) const {
     DEPTHKV_CHECK(s < seqs_.size() && seqs_[s].live, where, "sequence ", s, " is not a live sequence");
