@@ -36,9 +36,11 @@ void require_same(const paged_cache<T>& pc, std::size_t s, const kv_cache<T>& re
 
 TEMPLATE_TEST_CASE("paged_cache matches dense caches and never leaks blocks", "[paged][cache]", float, f16) {
   using T = TestType;
+  for (const pool_scope scope : {pool_scope::per_layer, pool_scope::shared})
   for (const std::size_t B : {std::size_t{1}, std::size_t{16}}) {
-    const std::size_t pool_blocks = B == 1 ? 2000 : 160;
-    paged_cache<T> pc(paged_cache_shape(layers{L}, heads{H}, dim{D}, blocks{pool_blocks}, block_tokens{B}));
+    INFO("block size " << B << (scope == pool_scope::shared ? ", one pool for both layers" : ""));
+    const std::size_t pool_blocks = (B == 1 ? 2000 : 160) * (scope == pool_scope::shared ? L : 1);
+    paged_cache<T> pc(paged_cache_shape(layers{L}, heads{H}, dim{D}, blocks{pool_blocks}, block_tokens{B}, scope));
     std::map<std::size_t, kv_cache<T>> ref;   // live sequence -> dense reference
     std::map<std::size_t, pos_t> next_pos;
     std::mt19937 g(static_cast<std::uint32_t>(B));
@@ -75,6 +77,7 @@ TEMPLATE_TEST_CASE("paged_cache matches dense caches and never leaks blocks", "[
           const std::size_t len = pc.length(s, l, h), held = (len + B - 1) / B;
           need += (len + n + B - 1) / B - held;
         }
+        REQUIRE(pc.blocks_needed(s, l, n) == need);
         if (need > pc.blocks_free(l) || c.length(l, 0) + n > 4096 || c.length(l, 1) + n > 4096) {
           const std::size_t used = pc.blocks_used(l);
           if (need > pc.blocks_free(l))
@@ -100,21 +103,28 @@ TEMPLATE_TEST_CASE("paged_cache matches dense caches and never leaks blocks", "[
         require_error([&] { (void)pc.length(s, 0, 0); }, {"not a live sequence"});
       }
       // Accounting: the pools hold exactly the blocks the live sequences' lengths need.
+      std::size_t want_all = 0;
+      std::vector<std::size_t> want(L);
       for (std::size_t ll = 0; ll < L; ++ll) {
-        std::size_t want = 0;
         for (const auto& [id, rc] : ref) {
           std::size_t held = 0;
           for (std::size_t h = 0; h < H; ++h) held += (rc.length(ll, h) + B - 1) / B;
           REQUIRE(pc.blocks_held(id, ll) == held);
-          want += held;
+          want[ll] += held;
         }
-        REQUIRE(pc.blocks_used(ll) == want);
-        REQUIRE(pc.blocks_free(ll) == pool_blocks - want);
+        want_all += want[ll];
       }
+      for (std::size_t ll = 0; ll < L; ++ll) {
+        const std::size_t w = scope == pool_scope::shared ? want_all : want[ll];
+        REQUIRE(pc.blocks_used(ll) == w);
+        REQUIRE(pc.blocks_free(ll) == pool_blocks - w);
+      }
+      REQUIRE(pc.blocks_used() == want_all);
     }
     for (const auto& [id, rc] : ref) require_same(pc, id, rc);
     for (const auto& [id, rc] : ref) pc.free_sequence(id);
     for (std::size_t l = 0; l < L; ++l) CHECK(pc.blocks_free(l) == pool_blocks);  // everything returned
+    CHECK(pc.blocks_free() == pool_blocks * pc.shape().n_pools());
   }
 }
 
@@ -153,6 +163,25 @@ TEST_CASE("paged_cache errors change nothing", "[paged][cache][errors]") {
   require_error([&] { pc.commit_tables(s, 0, span<const block_table>(t)); }, {"tables[1].last_fill = 5", "[1, 4]"});
   CHECK(pc.blocks_used(0) == 2);
   CHECK(pc.length(s, 0, 1) == 3);
+  // blocks_needed / fits / copy_head: the counts of a 3-token head in 4-token blocks.
+  CHECK(pc.blocks_needed(s, 0, 1) == 0);
+  CHECK(pc.blocks_needed(s, 0, 2) == 2);
+  CHECK(pc.blocks_needed(s, 0, SIZE_MAX) == 2 * (SIZE_MAX / 4 + 1));  // exact, no wrap
+  {
+    paged_cache<float> wide(paged_cache_shape(layers{1}, heads{5}, dim{2}, blocks{3}, block_tokens{1}));
+    CHECK(wide.blocks_needed(wide.add_sequence(), 0, SIZE_MAX) == SIZE_MAX);  // 5 * SIZE_MAX saturates
+  }
+  CHECK(pc.fits(s, 1));
+  CHECK_FALSE(pc.fits(s, 2));
+  std::vector<float> ko(6), vo(6);
+  std::vector<pos_t> po(3);
+  pc.copy_head(s, 0, 1, span<float>(ko), span<float>(vo), span<pos_t>(po));
+  CHECK(po == std::vector<pos_t>{0, 1, 2});
+  require_error([&] { pc.copy_head(s, 0, 1, span<float>(ko.data(), 4), span<float>(vo), span<pos_t>(po)); },
+                {"hold 2 / 3 / 3 rows, the head has 3"});
+  require_error([&] { (void)pc.blocks_needed(s + 1, 0, 1); }, {"sequence 1 is not a live sequence"});
+  require_error([&] { (void)pc.fits(s + 1, 1); }, {"sequence 1 is not a live sequence"});
+  require_error([&] { (void)pc.blocks_needed(s, 1, 1); }, {"layer 1 out of range"});
   pc.free_sequence(s);
   require_error([&] { pc.free_sequence(s); }, {"not a live sequence"});
   CHECK(pc.blocks_free(0) == 3);

@@ -218,7 +218,7 @@ class paged_cache {
 
   /// Blocks an append of n tokens to every kv head of (sequence, layer) takes from the pool
   /// (the last blocks' free slots are filled first): what admission control compares with
-  /// blocks_free(layer).
+  /// blocks_free(layer). Saturates at SIZE_MAX.
   std::size_t blocks_needed(sequence_id sequence, std::size_t layer, std::size_t n) const {
     constexpr const char* where = "depthkv::paged_cache::blocks_needed";
     DEPTHKV_CHECK(sequence < seqs_.size() && seqs_[sequence].live, where, "sequence ", sequence, " is not a live sequence");
@@ -344,7 +344,8 @@ class paged_cache {
     for (std::size_t h = 0; h < H; ++h) {
       const table_store& t = s.tables[layer * H + h];
       const std::size_t room = t.ids.size() * B - t.tokens;
-      need += n > room ? (n - room) / B + ((n - room) % B != 0) : 0;  // no overflow for n near SIZE_MAX
+      const std::size_t add = n > room ? (n - room) / B + ((n - room) % B != 0) : 0;  // exact for n near SIZE_MAX
+      need = add > SIZE_MAX - need ? SIZE_MAX : need + add;  // saturates: no pool has SIZE_MAX blocks
     }
     return need;
   }
