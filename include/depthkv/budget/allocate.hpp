@@ -17,6 +17,17 @@
 // largest-remainder rounding can take one token back from a layer (the Alabama paradox), so
 // uniform/pyramid/proportional counts are monotone only up to one token in general; uniform is
 // exactly monotone when all lengths and minimums are equal. curve-optimal is exactly monotone.
+//
+// Hybrid-attention models (Gemma 2/3, gpt-oss, Mistral-style): a request may mark layers as
+// sliding-window with their window W (attention[l] = layer_attention::sliding(window_tokens{W})).
+// Such a layer keeps exactly min(length, W) tokens, its last ones: a fixed cost, not pruned, its
+// minimum ignored. Every allocator honours it the same way: the allocator runs on the sub-request
+// of the global layers alone (in their order, as if the model had only those), with the profile
+// restricted to them, and the counts are placed back among all layers. What the budget covers
+// is the request's budget_scope: all layers (the sliding layers' fixed tokens are charged first,
+// the rest is split over the global layers) or the global layers only (the fixed tokens come on
+// top). The guarantees above then hold with lo[l] = hi[l] = min(length, W) for a sliding layer
+// and budget = the tokens all layers keep (resolve()).
 #pragma once
 
 #include <algorithm>
@@ -26,6 +37,7 @@
 #include <cstdint>
 #include <limits>
 #include <numeric>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -37,6 +49,7 @@
 #include "depthkv/detail/checked.hpp"
 #include "depthkv/error.hpp"
 #include "depthkv/types.hpp"
+#include "depthkv/view/shape.hpp"
 
 namespace depthkv {
 
@@ -51,19 +64,53 @@ struct global_budget {
   static global_budget ratio(double r) noexcept { return {true, 0, r}; }
 };
 
+/// A sliding-window layer's window W, in tokens: the layer attends to (and keeps) its last W.
+using window_tokens = named_count<struct window_tokens_tag>;
+
+/// How a layer attends: to every token (global) or to its last W tokens (sliding window, a
+/// "local" layer of a hybrid model). Built by global() and sliding().
+struct layer_attention {
+  std::optional<window_tokens> window;  ///< the sliding window; empty: global attention
+
+  static layer_attention global() noexcept { return {std::nullopt}; }
+  /// A sliding-window layer of window W (W > 0: checked where the request is resolved).
+  static layer_attention sliding(window_tokens w) noexcept { return {w}; }
+  bool is_sliding() const noexcept { return window.has_value(); }
+
+  friend bool operator==(const layer_attention& a, const layer_attention& b) noexcept {
+    return a.window.has_value() == b.window.has_value() && (!a.window || a.window->value == b.window->value);
+  }
+  friend bool operator!=(const layer_attention& a, const layer_attention& b) noexcept { return !(a == b); }
+};
+
+/// What the budget covers when some layers are sliding-window (the same either way without).
+enum class budget_scope {
+  /// Every layer: the sliding layers' fixed min(length, W) tokens are charged first, the rest is
+  /// split over the global layers. A keep ratio is of the tokens all layers hold (sliding: the window).
+  all_layers,
+  /// The global layers only: the sliding layers' fixed tokens come on top. A keep ratio is of
+  /// the global layers' tokens.
+  global_layers
+};
+
 /// What to allocate. Shapes: lengths[n_layers]; minimums[n_layers], or one value for every
-/// layer, or empty (no floor). A minimum should be at least the protected sink + window tokens.
+/// layer, or empty (no floor); attention[n_layers], or empty (every layer global). A minimum
+/// should be at least the protected sink + window tokens; a sliding-window layer's is ignored
+/// (it keeps min(length, W), its whole window). `scope` says what `budget` covers.
 struct allocation_request {
   std::vector<std::size_t> lengths;
   std::vector<std::size_t> minimums;
   global_budget budget;
+  std::vector<layer_attention> attention;
+  budget_scope scope = budget_scope::all_layers;
 };
 
 /// A request checked and resolved to per-layer bounds and a token budget.
 struct resolved_request {
-  std::vector<std::size_t> lo, hi;  ///< [layer] bounds of the keep count
-  std::size_t budget = 0;           ///< tokens to keep in all
-  std::size_t total = 0;            ///< sum of lengths
+  std::vector<std::size_t> lo, hi;  ///< [layer] bounds of the keep count (sliding: both min(length, W))
+  std::size_t budget = 0;           ///< tokens to keep in all layers (sliding layers' included)
+  std::size_t total = 0;            ///< tokens the layers hold: sum of hi (of lengths, if none slides)
+  std::size_t sliding = 0;          ///< tokens the sliding-window layers keep: sum of min(length, W)
   std::size_t n_layers() const noexcept { return hi.size(); }
   /// Global keep ratio budget / total (1 when there are no tokens).
   double keep_ratio() const noexcept { return total == 0 ? 1.0 : double(budget) / double(total); }
@@ -73,39 +120,177 @@ struct resolved_request {
 /// and share the allocators compute in double precision is exact.
 inline constexpr std::size_t max_allocation_tokens = std::size_t{1} << 53;
 
-/// Validates `req` and resolves it; throws depthkv::error naming the argument, or for an
-/// infeasible budget, saying by how many tokens it misses the feasible range.
-inline resolved_request resolve(const allocation_request& req, const char* where = "depthkv::allocate") {
+namespace detail::alloc {
+
+/// A checked request split into its global and sliding-window layers.
+struct layer_split {
+  resolved_request full;            ///< every layer
+  std::vector<std::size_t> global;  ///< [global layer] its index among all layers, ascending
+  std::size_t n_sliding = 0;
+  std::size_t global_tokens = 0;  ///< the global layers' share of the budget
+  bool hybrid() const noexcept { return n_sliding > 0; }
+};
+
+/// floor(kr * total + 0.5), at most total. Pre: kr in [0, 1], total <= 2^53.
+inline std::size_t round_ratio(double kr, std::size_t total) noexcept {
+  const long double b = std::floor(static_cast<long double>(kr) * static_cast<long double>(total) + 0.5L);
+  return b >= static_cast<long double>(total) ? total : static_cast<std::size_t>(b);  // total <= 2^53: exact
+}
+
+inline bool has_sliding(const allocation_request& req) noexcept {
+  return std::any_of(req.attention.begin(), req.attention.end(),
+                     [](const layer_attention& a) { return a.is_sliding(); });
+}
+
+/// Checks `req` and resolves it (see resolve); throws depthkv::error naming the argument.
+inline layer_split split(const allocation_request& req, const char* where) {
   const std::size_t n = req.lengths.size();
   DEPTHKV_CHECK(n > 0, where, "lengths is empty (need one length per layer)");
   DEPTHKV_CHECK(req.minimums.empty() || req.minimums.size() == 1 || req.minimums.size() == n, where,
                 "minimums has ", req.minimums.size(), " entries, expected 0, 1 or n_layers = ", n);
-  resolved_request r;
+  DEPTHKV_CHECK(req.attention.empty() || req.attention.size() == n, where, "attention has ",
+                req.attention.size(), " entries, expected 0 (every layer global) or n_layers = ", n);
+  DEPTHKV_CHECK(req.scope == budget_scope::all_layers || req.scope == budget_scope::global_layers, where,
+                "scope ", static_cast<int>(req.scope), " is not a budget_scope");
+  for (std::size_t l = 0; l < req.attention.size(); ++l)
+    DEPTHKV_CHECK(!req.attention[l].window || req.attention[l].window->value > 0, where, "attention[", l,
+                  "] is a sliding window of 0 tokens (a window must be > 0)");
+  const bool ratio = req.budget.is_ratio;
+  const double kr = req.budget.keep_ratio;
+  DEPTHKV_CHECK(!ratio || (std::isfinite(kr) && kr >= 0.0 && kr <= 1.0), where, "keep ratio ", kr,
+                " outside [0, 1]");
+  layer_split s;
+  resolved_request& r = s.full;
   r.lo.resize(n);
-  r.hi = req.lengths;
-  std::size_t sum_lo = 0;
+  r.hi.resize(n);
+  std::size_t sum_lengths = 0, global_lo = 0, global_total = 0;
   for (std::size_t l = 0; l < n; ++l) {
     const std::size_t len = req.lengths[l];
-    DEPTHKV_CHECK(len <= max_allocation_tokens - r.total, where, "lengths[", l, "] = ", len, " brings the total of ",
-                  "lengths above the supported ", max_allocation_tokens, " tokens (2^53)");
-    const std::size_t m = req.minimums.empty() ? 0 : req.minimums.size() == 1 ? req.minimums[0] : req.minimums[l];
-    r.lo[l] = std::min(m, len);
-    sum_lo += r.lo[l];  // <= total <= 2^53
-    r.total += len;
+    DEPTHKV_CHECK(len <= max_allocation_tokens - sum_lengths, where, "lengths[", l, "] = ", len,
+                  " brings the total of lengths above the supported ", max_allocation_tokens,
+                  " tokens (2^53)");
+    sum_lengths += len;
+    if (!req.attention.empty() && req.attention[l].window) {
+      r.lo[l] = r.hi[l] = std::min(len, req.attention[l].window->value);
+      r.sliding += r.lo[l];  // <= sum_lengths <= 2^53
+      ++s.n_sliding;
+    } else {
+      const std::size_t m = req.minimums.empty()       ? 0
+                            : req.minimums.size() == 1 ? req.minimums[0]
+                                                       : req.minimums[l];
+      r.lo[l] = std::min(m, len);
+      r.hi[l] = len;
+      global_lo += r.lo[l];
+      global_total += len;
+      s.global.push_back(l);
+    }
   }
-  if (req.budget.is_ratio) {
-    const double kr = req.budget.keep_ratio;
-    DEPTHKV_CHECK(std::isfinite(kr) && kr >= 0.0 && kr <= 1.0, where, "keep ratio ", kr, " outside [0, 1]");
-    const long double b = std::floor(static_cast<long double>(kr) * static_cast<long double>(r.total) + 0.5L);
-    r.budget = b >= static_cast<long double>(r.total) ? r.total : static_cast<std::size_t>(b);  // total <= 2^53: exact
+  r.total = r.sliding + global_total;  // <= sum_lengths
+  if (!s.hybrid()) {
+    r.budget = ratio ? round_ratio(kr, r.total) : req.budget.n_tokens;
+    DEPTHKV_CHECK(r.budget >= global_lo, where, "budget of ", r.budget,
+                  " tokens is below the sum of per-layer ", "minimums (", global_lo, ") by ",
+                  global_lo - r.budget, " tokens");
+    DEPTHKV_CHECK(r.budget <= r.total, where, "budget of ", r.budget, " tokens exceeds the total of ",
+                  r.total, " current tokens by ", r.budget - r.total, " tokens");
+    s.global_tokens = r.budget;
+    return s;
+  }
+  const std::string sliding_words =
+      concat("the ", s.n_sliding, " sliding-window layers' ", r.sliding, " tokens (min(length, window))");
+  if (req.scope == budget_scope::all_layers) {
+    const std::size_t b = ratio ? round_ratio(kr, r.total) : req.budget.n_tokens;
+    const std::string how =
+        ratio ? concat(" (keep ratio ", kr, " of the ", r.total, " tokens the layers hold)") : std::string();
+    const std::size_t need = r.sliding + global_lo;  // <= total
+    DEPTHKV_CHECK(b >= need, where, "budget of ", b, " tokens", how, " is below what the layers must keep (",
+                  need, " tokens: ", sliding_words, " plus the global layers' minimums ", global_lo, ") by ",
+                  need - b, " tokens");
+    DEPTHKV_CHECK(b <= r.total, where, "budget of ", b, " tokens exceeds the ", r.total,
+                  " tokens the layers hold (", sliding_words, " plus the global layers' ", global_total,
+                  ") by ", b - r.total, " tokens");
+    r.budget = b;
+    s.global_tokens = b - r.sliding;
   } else {
-    r.budget = req.budget.n_tokens;
+    const std::size_t b = ratio ? round_ratio(kr, global_total) : req.budget.n_tokens;
+    const std::string how =
+        ratio ? concat(" (keep ratio ", kr, " of the global layers' ", global_total, " tokens)")
+              : std::string();
+    DEPTHKV_CHECK(b >= global_lo, where, "budget of ", b, " tokens for the global layers", how,
+                  " is below the sum of their minimums (", global_lo, ") by ", global_lo - b,
+                  " tokens (budget_scope::global_layers: ", sliding_words, " come on top)");
+    DEPTHKV_CHECK(b <= global_total, where, "budget of ", b,
+                  " tokens for the global layers exceeds their total of ", global_total, " tokens by ",
+                  b - global_total, " tokens (budget_scope::global_layers: ", sliding_words, " come on top)");
+    s.global_tokens = b;
+    r.budget = r.sliding + b;  // <= total
   }
-  DEPTHKV_CHECK(r.budget >= sum_lo, where, "budget of ", r.budget, " tokens is below the sum of per-layer minimums (",
-                sum_lo, ") by ", sum_lo - r.budget, " tokens");
-  DEPTHKV_CHECK(r.budget <= r.total, where, "budget of ", r.budget, " tokens exceeds the total of ", r.total,
-                " current tokens by ", r.budget - r.total, " tokens");
-  return r;
+  return s;
+}
+
+/// The sub-request of the global layers: their lengths and minimums, their share of the budget
+/// in tokens, no attention entries.
+inline allocation_request global_request(const allocation_request& req, const layer_split& s) {
+  allocation_request sub;
+  sub.lengths.reserve(s.global.size());
+  for (const std::size_t l : s.global) sub.lengths.push_back(req.lengths[l]);
+  if (req.minimums.size() > 1) {
+    sub.minimums.reserve(s.global.size());
+    for (const std::size_t l : s.global) sub.minimums.push_back(req.minimums[l]);
+  } else {
+    sub.minimums = req.minimums;  // none, or one for every layer
+  }
+  sub.budget = global_budget::tokens(s.global_tokens);
+  return sub;
+}
+
+/// The profile an allocator sees for the global layers of a hybrid request: p's global layers
+/// when p has every layer (the sliding layers' entries are not read, they may have no points),
+/// p itself when it has exactly the global layers or no layers (for allocators without one).
+/// `storage` holds the selection. Throws for any other layer count.
+inline const sensitivity_profile& global_profile(const sensitivity_profile& p, std::size_t n,
+                                                 const std::vector<std::size_t>& global,
+                                                 sensitivity_profile& storage, const char* where) {
+  const std::size_t g = global.size();
+  if (p.n_layers() == n) {
+    storage = select_layers(p, span<const std::size_t>(global.data(), g));
+    return storage;
+  }
+  DEPTHKV_CHECK(p.n_layers() == g || p.n_layers() == 0, where, "profile has ", p.n_layers(),
+                " layers, expected n_layers = ", n,
+                " (every layer; the sliding-window layers' entries are not read), ", g,
+                " (the global layers only) or 0 (allocators without a profile)");
+  return p;
+}
+
+/// Runs `run(sub)` on the global layers' sub-request and places its counts among all layers'
+/// (sliding layers: min(length, W)). `who` names the allocator in errors. Pre: s.hybrid().
+template <class Run>
+std::vector<std::size_t> on_global_layers(const allocation_request& req, const layer_split& s, Run&& run,
+                                          std::string_view who, const char* where) {
+  std::vector<std::size_t> c = s.full.lo;  // sliding layers' fixed counts; global ones overwritten
+  if (s.global.empty()) return c;
+  const allocation_request sub = global_request(req, s);
+  std::vector<std::size_t> g;
+  try {
+    g = std::forward<Run>(run)(sub);
+  } catch (const error& e) {
+    fail(where, "allocator '", std::string(who), "' on the ", s.global.size(), " global layers (the ",
+         s.n_sliding, " sliding-window layers keep min(length, window)): ", e.what());
+  }
+  DEPTHKV_CHECK(g.size() == s.global.size(), where, "allocator '", std::string(who), "' returned ", g.size(),
+                " counts for the ", s.global.size(), " global layers");
+  for (std::size_t i = 0; i < g.size(); ++i) c[s.global[i]] = g[i];
+  return c;
+}
+
+}  // namespace detail::alloc
+
+/// Validates `req` and resolves it; throws depthkv::error naming the argument, or for an
+/// infeasible budget, saying by how many tokens it misses the feasible range (and, with
+/// sliding-window layers, how many of the tokens their fixed windows take).
+inline resolved_request resolve(const allocation_request& req, const char* where = "depthkv::allocate") {
+  return detail::alloc::split(req, where).full;
 }
 
 namespace detail::alloc {
@@ -340,7 +525,12 @@ inline void hull_runs(const std::vector<pt>& h, std::size_t layer, std::size_t l
 
 /// Same keep ratio in every layer (equal counts when lengths are equal).
 inline std::vector<std::size_t> allocate_uniform(const allocation_request& req) {
-  const auto r = resolve(req, "depthkv::allocate_uniform");
+  constexpr const char* where = "depthkv::allocate_uniform";
+  const auto s = detail::alloc::split(req, where);
+  if (s.hybrid())
+    return detail::alloc::on_global_layers(
+        req, s, [](const allocation_request& sub) { return allocate_uniform(sub); }, "uniform", where);
+  const resolved_request& r = s.full;
   std::vector<double> w(r.n_layers());
   for (std::size_t l = 0; l < w.size(); ++l) w[l] = double(r.hi[l]);
   return detail::alloc::weighted(r, w);
@@ -351,7 +541,12 @@ inline std::vector<std::size_t> allocate_uniform(const allocation_request& req) 
 inline std::vector<std::size_t> allocate_pyramid(const allocation_request& req, double beta = 20.0) {
   constexpr const char* where = "depthkv::allocate_pyramid";
   DEPTHKV_CHECK(std::isfinite(beta) && beta >= 1.0, where, "beta ", beta, " must be finite and >= 1");
-  const auto r = resolve(req, where);
+  const auto s = detail::alloc::split(req, where);
+  if (s.hybrid())
+    return detail::alloc::on_global_layers(
+        req, s, [beta](const allocation_request& sub) { return allocate_pyramid(sub, beta); }, "pyramid",
+        where);
+  const resolved_request& r = s.full;
   const std::size_t n = r.n_layers();
   const double lo_w = 1.0 / beta, hi_w = 2.0 - 1.0 / beta;
   std::vector<double> w(n);
@@ -382,7 +577,23 @@ inline std::vector<std::size_t> allocate_proportional(const allocation_request& 
                                                       span<const double> sensitivities,
                                                       const proportional_options& opt = {}) {
   constexpr const char* where = "depthkv::allocate_proportional";
-  auto r = resolve(req, where);
+  auto s = detail::alloc::split(req, where);
+  if (s.hybrid()) {
+    const std::size_t n = s.full.n_layers(), g = s.global.size();
+    DEPTHKV_CHECK(sensitivities.size() == n || sensitivities.size() == g, where, "sensitivities has ",
+                  sensitivities.size(), " entries, expected n_layers = ", n,
+                  " (the sliding-window layers' entries are not read) or the ", g, " global layers");
+    std::vector<double> sg;
+    if (sensitivities.size() == n) {
+      for (const std::size_t l : s.global) sg.push_back(sensitivities[l]);
+    } else {
+      sg.assign(sensitivities.begin(), sensitivities.end());
+    }
+    return detail::alloc::on_global_layers(
+        req, s, [&](const allocation_request& sub) { return allocate_proportional(sub, sg, opt); },
+        "proportional", where);
+  }
+  resolved_request& r = s.full;
   const std::size_t n = r.n_layers();
   DEPTHKV_CHECK(sensitivities.size() == n, where, "sensitivities has ", sensitivities.size(),
                 " entries, expected n_layers = ", n);
@@ -441,7 +652,15 @@ inline std::vector<double> layer_sensitivities(const sensitivity_profile& p, dou
 /// exact on their lower convex hulls. Ties: lower layer first. Exactly monotone in the budget.
 inline std::vector<std::size_t> allocate_curve(const allocation_request& req, const sensitivity_profile& p) {
   constexpr const char* where = "depthkv::allocate_curve";
-  const auto r = resolve(req, where);
+  const auto s = detail::alloc::split(req, where);
+  if (s.hybrid()) {
+    sensitivity_profile storage;
+    const sensitivity_profile& gp =
+        detail::alloc::global_profile(p, s.full.n_layers(), s.global, storage, where);
+    return detail::alloc::on_global_layers(
+        req, s, [&](const allocation_request& sub) { return allocate_curve(sub, gp); }, "curve", where);
+  }
+  const resolved_request& r = s.full;
   const std::size_t n = r.n_layers();
   DEPTHKV_CHECK(p.n_layers() == n, where, "profile has ", p.n_layers(), " layers, request has ", n);
   DEPTHKV_CHECK(p.complete(), where, "the profile has layers without points");
@@ -522,6 +741,8 @@ inline std::vector<std::size_t> split_heads(std::size_t count, span<const std::s
 //   static constexpr std::string_view name;
 //   std::vector<std::size_t> allocate(const allocation_request&, const sensitivity_profile&) const;
 // Allocators that do not use a profile ignore it (an empty sensitivity_profile{} is fine).
+// Through allocate() an allocator never sees sliding-window layers: it gets the global layers'
+// sub-request (attention empty, budget in tokens) and the profile of those layers.
 
 struct uniform_allocator {
   static constexpr std::string_view name = "uniform";
@@ -543,6 +764,14 @@ struct proportional_allocator {
   proportional_options options;
   std::vector<std::size_t> allocate(const allocation_request& req, const sensitivity_profile& p) const {
     constexpr const char* where = "depthkv::proportional_allocator";
+    if (detail::alloc::has_sliding(req)) {  // the profile and reference ratio of the global layers
+      const auto s = detail::alloc::split(req, where);
+      sensitivity_profile storage;
+      const sensitivity_profile& gp =
+          detail::alloc::global_profile(p, s.full.n_layers(), s.global, storage, where);
+      return detail::alloc::on_global_layers(
+          req, s, [&](const allocation_request& sub) { return allocate(sub, gp); }, name, where);
+    }
     DEPTHKV_CHECK(p.n_layers() == req.lengths.size(), where, "profile has ", p.n_layers(), " layers, request has ",
                   req.lengths.size());
     const double ref = options.reference_ratio > 0.0 ? options.reference_ratio : resolve(req, where).keep_ratio();
@@ -579,11 +808,24 @@ constexpr void check_allocator() {
 }
 
 /// Runs allocator `a`; checks the contract at compile time and the result's invariants
-/// (exact sum, bounds) at run time in debug builds.
+/// (exact sum, bounds) at run time in debug builds. With sliding-window layers, `a` runs on the
+/// global layers alone (see the file comment); p then has every layer (the sliding layers'
+/// entries unread), only the global layers, or none (for allocators without a profile).
 template <class A, class = std::enable_if_t<!std::is_convertible_v<const A&, std::string_view>>>
 std::vector<std::size_t> allocate(const A& a, const allocation_request& req, const sensitivity_profile& p) {
   check_allocator<A>();
-  auto c = a.allocate(req, p);
+  constexpr const char* where = "depthkv::allocate";
+  std::vector<std::size_t> c;
+  if (detail::alloc::has_sliding(req)) {
+    const auto s = detail::alloc::split(req, where);
+    sensitivity_profile storage;
+    const sensitivity_profile& gp =
+        detail::alloc::global_profile(p, s.full.n_layers(), s.global, storage, where);
+    c = detail::alloc::on_global_layers(
+        req, s, [&](const allocation_request& sub) { return a.allocate(sub, gp); }, A::name, where);
+  } else {
+    c = a.allocate(req, p);
+  }
 #if !defined(NDEBUG)
   const auto r = resolve(req);
   DEPTHKV_ASSERT(c.size() == r.n_layers());

@@ -19,6 +19,17 @@
 // unit[l] as a fraction of a block) first, ties to the lower layer, wherever the block fits and
 // the layer has blocks left; what still fits after that goes to the cheapest layers that can
 // grow. With equal costs (or a budget in blocks) a unit is a block and nothing is left over.
+//
+// Sliding-window layers (attention as in allocation_request): such a layer keeps its last
+// min(length, W) tokens, a fixed number of blocks (sliding_window_blocks; which blocks those are
+// depends on window_placement), and the allocator runs on the global layers alone. With
+// budget_scope::all_layers the sliding layers' fixed blocks (bytes) are charged first and the
+// rest is split over the global layers; a keep ratio is of what all layers hold (the sliding
+// layers: their fixed blocks), rounded half up to blocks when every layer's block costs the same,
+// else to units of the gcd of all layers' costs. With budget_scope::global_layers the budget and
+// a ratio are of the global layers' blocks (bytes) and the fixed blocks come on top. Either way
+// the global layers get exactly what allocate_paged gives the request of the global layers alone
+// with their share of the budget (in blocks, or in bytes).
 #pragma once
 
 #include <algorithm>
@@ -90,24 +101,58 @@ struct paged_budget {
   static paged_budget ratio(double r) noexcept { return {kind::ratio, 0, r}; }
 };
 
+/// Where a sliding-window layer's kept tokens lie in its blocks, which sets its fixed cost.
+enum class window_placement {
+  /// Where they were appended: positions 0..n-1 fill blocks from a block boundary and the engine
+  /// frees only blocks wholly outside the window (vLLM-style). The last min(n, W) positions span
+  /// ceil(min(n, W) / B) blocks or one more (up to W + B - 1 token slots): never under-counted.
+  in_place,
+  /// Moved to the front of the layer's blocks (as a compacting prune_paged leaves them):
+  /// ceil(min(n, W) / B) blocks.
+  packed
+};
+
+/// Blocks of block_size tokens that a sliding-window layer of `length` tokens and window W
+/// occupies for its last min(length, W) tokens (see window_placement). Throws when W or
+/// block_size is 0.
+inline std::size_t sliding_window_blocks(std::size_t length, window_tokens window, block_tokens block_size,
+                                         window_placement placement) {
+  constexpr const char* where = "depthkv::sliding_window_blocks";
+  const std::size_t W = window.value, B = block_size.value;
+  DEPTHKV_CHECK(W > 0, where, "window must be > 0");
+  DEPTHKV_CHECK(B > 0, where, "block_size must be > 0");
+  const std::size_t k = std::min(length, W);
+  if (k == 0) return 0;
+  if (placement == window_placement::packed) return k / B + (k % B != 0);
+  return (length - 1) / B - (length - k) / B + 1;  // the blocks of positions length - k .. length - 1
+}
+
 /// What to allocate over paged layers. Shapes: lengths[n_layers] tokens per kv head;
 /// minimums in tokens, [n_layers] or one for every layer or empty (no floor), at least the
 /// protected sink + recent tokens (prune_paged_blocks protects whole blocks: give it
 /// (ceil(n_sink / B) + ceil(n_recent / B)) * B); block_bytes[n_layers] or one for every layer
-/// (layer_block_bytes), or empty: every block costs the same (then no budget in bytes).
+/// (layer_block_bytes), or empty: every block costs the same (then no budget in bytes);
+/// attention[n_layers] or empty (every layer global): a sliding-window layer of `lengths[l]`
+/// tokens (its positions 0..n-1) keeps min(n, W) of them in sliding_window_blocks(n, W, B,
+/// sliding_windows) blocks, its minimum ignored; `scope` says what the budget covers.
 struct paged_allocation_request {
   std::vector<std::size_t> lengths;
   std::vector<std::size_t> minimums;
   block_tokens block_size{0};
   std::vector<std::size_t> block_bytes;
   paged_budget budget;
+  std::vector<layer_attention> attention;
+  budget_scope scope = budget_scope::all_layers;
+  window_placement sliding_windows = window_placement::in_place;
 };
 
 /// The split in whole blocks.
 struct paged_allocation {
   std::vector<std::size_t> blocks;  ///< [layer] blocks (per kv head: each head's table length)
-  std::vector<std::size_t> keep;    ///< [layer] tokens per kv head: min(lengths[l], blocks[l] * block_size)
-  std::size_t total_blocks = 0;     ///< sum of blocks
+  /// [layer] tokens per kv head: min(lengths[l], blocks[l] * block_size); a sliding-window
+  /// layer's min(lengths[l], W) in its sliding_window_blocks
+  std::vector<std::size_t> keep;
+  std::size_t total_blocks = 0;     ///< sum of blocks (sliding layers' included)
   std::size_t total_bytes = 0;      ///< sum of blocks[l] * block_bytes[l]; 0 when block_bytes is empty
 };
 
@@ -117,6 +162,13 @@ constexpr std::size_t ceil_div(std::size_t a, std::size_t b) noexcept { return a
 
 /// A request checked and entered in cost units.
 struct plan {
+  // Per-layer entries below are of the global layers (all layers without sliding ones).
+  std::vector<std::size_t> global;        ///< [global layer] its index among all layers
+  std::vector<std::size_t> lengths;       ///< [global layer] tokens
+  std::vector<std::size_t> fixed_blocks;  ///< [layer] a sliding layer's window blocks (0: global layer)
+  std::vector<std::size_t> fixed_keep;    ///< [layer] a sliding layer's min(length, W) (0: global layer)
+  std::size_t n_all = 0, n_sliding = 0;
+  std::size_t sliding_blocks = 0, sliding_bytes = 0;  ///< the sliding layers' fixed cost
   std::size_t block_size = 0;
   std::vector<std::size_t> len_blocks,
       floor_blocks;                     ///< [layer] ceil(length / B), ceil(min(minimum, length) / B)
@@ -143,97 +195,205 @@ inline plan make_plan(const paged_allocation_request& req, const char* where) {
   DEPTHKV_CHECK(req.block_bytes.empty() || req.block_bytes.size() == 1 || req.block_bytes.size() == n, where,
                 "block_bytes has ", req.block_bytes.size(),
                 " entries, expected 0 (every block costs the same), 1 or ", "n_layers = ", n);
+  DEPTHKV_CHECK(req.attention.empty() || req.attention.size() == n, where, "attention has ",
+                req.attention.size(), " entries, expected 0 (every layer global) or n_layers = ", n);
+  DEPTHKV_CHECK(req.scope == budget_scope::all_layers || req.scope == budget_scope::global_layers, where,
+                "scope ", static_cast<int>(req.scope), " is not a budget_scope");
+  DEPTHKV_CHECK(
+      req.sliding_windows == window_placement::in_place || req.sliding_windows == window_placement::packed,
+      where, "sliding_windows ", static_cast<int>(req.sliding_windows), " is not a window_placement");
   DEPTHKV_CHECK(B > 0, where, "block_size must be > 0");
   for (std::size_t i = 0; i < req.block_bytes.size(); ++i)
     DEPTHKV_CHECK(req.block_bytes[i] > 0, where, "block_bytes[", i, "] = 0 must be > 0");
+  for (std::size_t l = 0; l < req.attention.size(); ++l)
+    DEPTHKV_CHECK(!req.attention[l].window || req.attention[l].window->value > 0, where, "attention[", l,
+                  "] is a sliding window of 0 tokens (a window must be > 0)");
   const paged_budget::kind kind = req.budget.which;
   DEPTHKV_CHECK(kind != paged_budget::kind::bytes || !req.block_bytes.empty(), where, "a budget of ",
                 req.budget.count, " bytes needs block_bytes (what one block of each layer costs)");
+  const double kr = req.budget.keep_ratio;
+  DEPTHKV_CHECK(kind != paged_budget::kind::ratio || (std::isfinite(kr) && kr >= 0.0 && kr <= 1.0), where,
+                "keep ratio ", kr, " outside [0, 1]");
   plan p;
+  p.n_all = n;
   p.block_size = B;
-  p.len_blocks.resize(n);
-  p.floor_blocks.resize(n);
-  p.unit.assign(n, 1);
-  p.vlen.resize(n);
-  p.vmin.resize(n);
+  p.fixed_blocks.assign(n, 0);
+  p.fixed_keep.assign(n, 0);
+  const auto is_sliding = [&](std::size_t l) {
+    return !req.attention.empty() && req.attention[l].window.has_value();
+  };
   const bool costed = !req.block_bytes.empty();
-  std::size_t g = 0;
-  bool equal = true;
-  if (costed) {
-    p.cost.resize(n);
-    for (std::size_t l = 0; l < n; ++l) {
-      p.cost[l] = req.block_bytes.size() == 1 ? req.block_bytes[0] : req.block_bytes[l];
-      g = std::gcd(g, p.cost[l]);
-      equal = equal && p.cost[l] == p.cost[0];
-    }
+  std::vector<std::size_t> cost(costed ? n : 0);
+  // The allocator's units: blocks, or when the global layers' blocks cost differently (and the
+  // budget is not in blocks) the gcd g of their costs; g_all, equal_all: over every layer.
+  std::size_t g = 0, g_all = 0, first = 0;
+  bool equal = true, equal_all = true, have_first = false;
+  for (std::size_t l = 0; l < cost.size(); ++l) {
+    cost[l] = req.block_bytes.size() == 1 ? req.block_bytes[0] : req.block_bytes[l];
+    g_all = std::gcd(g_all, cost[l]);
+    equal_all = equal_all && cost[l] == cost[0];
+    if (is_sliding(l)) continue;
+    if (!have_first) first = cost[l];
+    have_first = true;
+    g = std::gcd(g, cost[l]);
+    equal = equal && cost[l] == first;
   }
   const bool units_are_bytes = costed && !equal && kind != paged_budget::kind::blocks;
   if (units_are_bytes) p.unit_bytes = g;
-  std::size_t total_units = 0, floor_units = 0, total_blocks = 0, floor_blocks = 0, total_bytes = 0,
-              floor_bytes = 0;
+  // Totals of the global layers (g_...).
+  std::size_t g_units = 0, g_floor_units = 0, g_blocks = 0, g_floor_blocks = 0, g_bytes = 0,
+              g_floor_bytes = 0;
   for (std::size_t l = 0; l < n; ++l) {
     const std::size_t len = req.lengths[l];
+    const std::size_t lb = ceil_div(len, B);
+    if (is_sliding(l)) {
+      const window_tokens w = *req.attention[l].window;
+      const std::size_t fb = sliding_window_blocks(len, w, req.block_size, req.sliding_windows);  // <= lb
+      p.fixed_blocks[l] = fb;
+      p.fixed_keep[l] = std::min(len, w.value);
+      ++p.n_sliding;
+      std::size_t bytes = 0;
+      DEPTHKV_CHECK(add_fits(p.sliding_blocks, fb, p.sliding_blocks) &&
+                        (!costed ||
+                         (mul_fits(fb, cost[l], bytes) && add_fits(p.sliding_bytes, bytes, p.sliding_bytes))),
+                    where, "attention[", l, "]: the window of ", w.value, " tokens (", fb,
+                    " blocks) brings the sliding-window layers' fixed cost above SIZE_MAX ",
+                    costed ? "bytes" : "blocks");
+      continue;
+    }
     const std::size_t m = req.minimums.empty()       ? 0
                           : req.minimums.size() == 1 ? req.minimums[0]
                                                      : req.minimums[l];
-    const std::size_t lb = ceil_div(len, B), fb = ceil_div(std::min(m, len), B);
-    p.len_blocks[l] = lb;
-    p.floor_blocks[l] = fb;
-    if (units_are_bytes) p.unit[l] = p.cost[l] / g;
+    const std::size_t fb = ceil_div(std::min(m, len), B);
+    const std::size_t unit = units_are_bytes ? cost[l] / g : 1;
     std::size_t v = 0;
-    DEPTHKV_CHECK(mul_fits(lb, p.unit[l], v) && v <= max_allocation_tokens - total_units, where, "lengths[",
-                  l, "] = ", len, " tokens (", lb, " blocks of ", B, " tokens",
-                  units_are_bytes ? concat(", ", p.unit[l], " units of ", g, " bytes each") : std::string(),
+    DEPTHKV_CHECK(mul_fits(lb, unit, v) && v <= max_allocation_tokens - g_units, where, "lengths[", l,
+                  "] = ", len, " tokens (", lb, " blocks of ", B, " tokens",
+                  units_are_bytes ? concat(", ", unit, " units of ", g, " bytes each") : std::string(),
                   ") brings the layers' total above the supported ", max_allocation_tokens,
                   units_are_bytes ? " cost units" : " blocks", " (2^53)");
-    p.vlen[l] = v;
-    p.vmin[l] = fb * p.unit[l];  // <= v
-    total_units += v;
-    floor_units += p.vmin[l];
-    total_blocks += lb;  // <= total_units
-    floor_blocks += fb;
     if (costed) {
       std::size_t bytes = 0;
-      DEPTHKV_CHECK(mul_fits(lb, p.cost[l], bytes) && add_fits(total_bytes, bytes, total_bytes), where,
-                    "lengths[", l, "] = ", len, " tokens (", lb, " blocks) x block_bytes = ", p.cost[l],
+      DEPTHKV_CHECK(mul_fits(lb, cost[l], bytes) && add_fits(g_bytes, bytes, g_bytes), where, "lengths[", l,
+                    "] = ", len, " tokens (", lb, " blocks) x block_bytes = ", cost[l],
                     " brings what the layers' blocks cost above SIZE_MAX bytes");
-      floor_bytes += fb * p.cost[l];  // <= total_bytes
+      g_floor_bytes += fb * cost[l];  // <= g_bytes
+      p.cost.push_back(cost[l]);
     }
+    p.global.push_back(l);
+    p.lengths.push_back(len);
+    p.len_blocks.push_back(lb);
+    p.floor_blocks.push_back(fb);
+    p.unit.push_back(unit);
+    p.vlen.push_back(v);
+    p.vmin.push_back(fb * unit);  // <= v
+    g_units += v;
+    g_floor_units += fb * unit;
+    g_blocks += lb;  // <= g_units
+    g_floor_blocks += fb;
   }
+  const bool hybrid = p.n_sliding > 0, all = req.scope == budget_scope::all_layers;
+  std::size_t hold_blocks = 0, hold_bytes = 0;  // what all layers hold: the sliding layers' windows
+  DEPTHKV_CHECK(
+      add_fits(p.sliding_blocks, g_blocks, hold_blocks) && add_fits(p.sliding_bytes, g_bytes, hold_bytes),
+      where, "the layers' fixed and global blocks together exceed SIZE_MAX ", costed ? "bytes" : "blocks");
+  const std::string place = req.sliding_windows == window_placement::in_place
+                                ? "their last min(length, window) tokens in place"
+                                : "their last min(length, window) tokens packed";
+  // "the S sliding-window layers' X <unit> (...)"; for budget_scope::global_layers: they come on top.
+  const auto sliding_words = [&](std::size_t x, const char* unit_name) {
+    return concat("the ", p.n_sliding, " sliding-window layers' ", x, " ", unit_name, " (", place, ")");
+  };
+  const auto on_top = [&](std::size_t x, const char* unit_name) {
+    return hybrid ? concat(" (budget_scope::global_layers: ", sliding_words(x, unit_name), " come on top)")
+                  : std::string();
+  };
+  // Bytes per unit of the global layers' budget in bytes (every global cost is a multiple of it).
+  const std::size_t per = units_are_bytes ? g : have_first ? first : 1;
   switch (kind) {
     case paged_budget::kind::blocks: {
       const std::size_t b = req.budget.count;
-      DEPTHKV_CHECK(b >= floor_blocks, where, "budget of ", b,
-                    " blocks is below the sum of per-layer floors (", floor_blocks,
-                    " blocks: minimums rounded up to whole blocks of ", B, " tokens) by ", floor_blocks - b,
-                    " blocks");
-      DEPTHKV_CHECK(b <= total_blocks, where, "budget of ", b, " blocks exceeds the ", total_blocks,
-                    " blocks the layers hold by ", b - total_blocks, " blocks");
+      if (hybrid && all) {
+        const std::size_t need = p.sliding_blocks + g_floor_blocks;  // <= hold_blocks
+        DEPTHKV_CHECK(b >= need, where, "budget of ", b, " blocks is below what the layers must hold (", need,
+                      " blocks: ", sliding_words(p.sliding_blocks, "blocks"),
+                      " plus the global layers' floors ", g_floor_blocks,
+                      ", minimums rounded up to whole blocks of ", B, " tokens) by ", need - b, " blocks");
+        DEPTHKV_CHECK(b <= hold_blocks, where, "budget of ", b, " blocks exceeds the ", hold_blocks,
+                      " blocks the layers hold (", sliding_words(p.sliding_blocks, "blocks"),
+                      " plus the global layers' ", g_blocks, ") by ", b - hold_blocks, " blocks");
+        p.budget_units = b - p.sliding_blocks;
+        break;
+      }
+      const char* whose = hybrid ? " for the global layers" : "";
+      DEPTHKV_CHECK(b >= g_floor_blocks, where, "budget of ", b, " blocks", whose,
+                    " is below the sum of per-layer floors (", g_floor_blocks,
+                    " blocks: minimums rounded up to whole blocks of ", B, " tokens) by ", g_floor_blocks - b,
+                    " blocks", on_top(p.sliding_blocks, "blocks"));
+      DEPTHKV_CHECK(b <= g_blocks, where, "budget of ", b, " blocks", whose, " exceeds the ", g_blocks,
+                    " blocks the ", hybrid ? "global " : "", "layers hold by ", b - g_blocks, " blocks",
+                    on_top(p.sliding_blocks, "blocks"));
       p.budget_units = b;
       break;
     }
     case paged_budget::kind::bytes: {
       const std::size_t b = req.budget.count;
-      DEPTHKV_CHECK(b >= floor_bytes, where, "budget of ", b, " bytes is below the ", floor_bytes,
+      if (hybrid && all) {
+        const std::size_t need = p.sliding_bytes + g_floor_bytes;  // <= hold_bytes
+        DEPTHKV_CHECK(b >= need, where, "budget of ", b, " bytes is below the ", need,
+                      " bytes the layers must hold (", sliding_words(p.sliding_bytes, "bytes"),
+                      " plus the global layers' floors ", g_floor_bytes,
+                      ", minimums rounded up to whole blocks of ", B, " tokens) by ", need - b, " bytes");
+        DEPTHKV_CHECK(b <= hold_bytes, where, "budget of ", b, " bytes exceeds the ", hold_bytes,
+                      " bytes the layers' blocks cost (", sliding_words(p.sliding_bytes, "bytes"),
+                      " plus the global layers' ", g_bytes, ") by ", b - hold_bytes, " bytes");
+        p.budget_units = (b - p.sliding_bytes) / per;
+        break;
+      }
+      const char* whose = hybrid ? " for the global layers" : "";
+      DEPTHKV_CHECK(b >= g_floor_bytes, where, "budget of ", b, " bytes", whose, " is below the ",
+                    g_floor_bytes,
                     " bytes the per-layer floors cost (minimums rounded up to whole blocks of ", B,
-                    " tokens) by ", floor_bytes - b, " bytes");
-      DEPTHKV_CHECK(b <= total_bytes, where, "budget of ", b, " bytes exceeds the ", total_bytes,
-                    " bytes the layers' blocks cost by ", b - total_bytes, " bytes");
-      p.budget_units = b / (units_are_bytes ? g : p.cost[0]);
+                    " tokens) by ", g_floor_bytes - b, " bytes", on_top(p.sliding_bytes, "bytes"));
+      DEPTHKV_CHECK(b <= g_bytes, where, "budget of ", b, " bytes", whose, " exceeds the ", g_bytes,
+                    " bytes the ", hybrid ? "global " : "", "layers' blocks cost by ", b - g_bytes, " bytes",
+                    on_top(p.sliding_bytes, "bytes"));
+      p.budget_units = b / per;
       break;
     }
     case paged_budget::kind::ratio: {
-      allocation_request r;  // resolve's rounding and range check, on the units (no floors: checked below)
-      r.lengths = p.vlen;
-      r.budget = global_budget::ratio(req.budget.keep_ratio);
-      p.budget_units = resolve(r, where).budget;
-      const std::size_t per = units_are_bytes ? g : 1;  // <= 2^53 units of at most g: no overflow below
-      DEPTHKV_CHECK(
-          p.budget_units >= floor_units, where, "keep ratio ", req.budget.keep_ratio, " of ",
-          total_units * per, units_are_bytes ? " bytes" : " blocks", " gives ", p.budget_units * per,
-          units_are_bytes ? " bytes" : " blocks", ", below the per-layer floors (", floor_units * per,
-          units_are_bytes ? " bytes" : " blocks", ": minimums rounded up to whole blocks of ", B,
-          " tokens) by ", (floor_units - p.budget_units) * per, units_are_bytes ? " bytes" : " blocks");
+      if (hybrid && all) {
+        // A ratio of what every layer holds, rounded half up to blocks when every block of every
+        // layer costs the same (or no costs), else to units of g_all bytes (the gcd of all costs).
+        const bool in_blocks = !costed || equal_all;
+        const std::size_t unit_bytes = in_blocks ? 1 : g_all;
+        const std::size_t hold = in_blocks ? hold_blocks : hold_bytes / g_all;
+        const std::size_t fixed = in_blocks ? p.sliding_blocks : p.sliding_bytes;  // blocks or bytes
+        const std::size_t floors = in_blocks ? g_floor_blocks : g_floor_bytes;
+        const char* unit_word = in_blocks ? "blocks" : "bytes";
+        DEPTHKV_CHECK(hold <= max_allocation_tokens, where, "the layers hold ", hold,
+                      in_blocks ? " blocks" : concat(" units of ", g_all, " bytes"), ", above the supported ",
+                      max_allocation_tokens, " (2^53) for a keep ratio");
+        const std::size_t b = detail::alloc::round_ratio(kr, hold) * unit_bytes;  // <= hold_bytes in bytes
+        const std::size_t need = fixed + floors;
+        DEPTHKV_CHECK(b >= need, where, "keep ratio ", kr, " of the ", hold * unit_bytes, " ", unit_word,
+                      " the layers hold gives ", b, " ", unit_word, ", below what the layers must hold (",
+                      need, " ", unit_word, ": ", sliding_words(fixed, unit_word),
+                      " plus the global layers' floors ", floors, ", minimums rounded up to whole blocks of ",
+                      B, " tokens) by ", need - b, " ", unit_word);
+        // What the global layers get, as a budget in blocks or in bytes of their own units.
+        p.budget_units = in_blocks ? b - fixed : (b - fixed) / per;  // in_blocks: units are blocks
+        break;
+      }
+      const std::size_t pu = units_are_bytes ? g : 1;  // <= 2^53 units of at most g: no overflow below
+      const char* unit_word = units_are_bytes ? "bytes" : "blocks";
+      const std::size_t b = detail::alloc::round_ratio(kr, g_units);
+      DEPTHKV_CHECK(b >= g_floor_units, where, "keep ratio ", kr, " of ", hybrid ? "the global layers' " : "",
+                    g_units * pu, " ", unit_word, " gives ", b * pu, " ", unit_word,
+                    ", below the per-layer floors (", g_floor_units * pu, " ", unit_word,
+                    ": minimums rounded up to whole blocks of ", B, " tokens) by ", (g_floor_units - b) * pu,
+                    " ", unit_word, on_top(units_are_bytes ? p.sliding_bytes : p.sliding_blocks, unit_word));
+      p.budget_units = b;
       break;
     }
   }
@@ -294,29 +454,43 @@ inline paged_allocation to_blocks(const plan& p, const std::vector<std::size_t>&
 ///   blocks of different costs: total_bytes <= the budget in bytes (for a ratio: the rounded
 ///   ratio of the current bytes), and the bytes left unused are fewer than one block of the
 ///   cheapest layer that still has blocks to keep.
+/// Sliding-window layers: blocks[l] = sliding_window_blocks(length, W, block_size,
+/// sliding_windows), keep[l] = min(length, W); the guarantees above hold for the global layers,
+/// with the budget less the sliding layers' fixed blocks (bytes) under budget_scope::all_layers.
+/// The allocator sees the global layers only, and `profile` has every layer (the sliding
+/// layers' entries unread), only the global layers, or none (allocators without a profile).
 /// Errors (depthkv::error): a malformed request naming the entry, a budget below the floors or
-/// above what the layers hold, saying by how many blocks or bytes, sizes beyond 2^53 units or
-/// SIZE_MAX bytes; an allocator's own error comes back saying which units it counted in.
+/// above what the layers hold, saying by how many blocks or bytes (and what the sliding layers
+/// take of it), sizes beyond 2^53 units or SIZE_MAX bytes; an allocator's own error comes back
+/// saying which units it counted in.
 template <class A, class = std::enable_if_t<!std::is_convertible_v<const A&, std::string_view>>>
 paged_allocation allocate_paged(const A& allocator, const paged_allocation_request& req,
                                 const sensitivity_profile& profile) {
   check_allocator<A>();
   constexpr const char* where = "depthkv::allocate_paged";
   const detail::pbudget::plan p = detail::pbudget::make_plan(req, where);
-  allocation_request v;
-  v.lengths = p.vlen;
-  v.minimums = p.vmin;
-  v.budget = global_budget::tokens(p.budget_units);
+  const std::size_t G = p.n_layers();
+  const bool hybrid = p.n_sliding > 0;
+  sensitivity_profile storage;
+  const sensitivity_profile& prof =
+      hybrid ? detail::alloc::global_profile(profile, p.n_all, p.global, storage, where) : profile;
+  const std::string on_global = hybrid ? detail::concat(" on the ", G, " global layers") : std::string();
   std::vector<std::size_t> u;
-  try {
-    u = allocator.allocate(v, profile);
-  } catch (const error& e) {
-    detail::fail(where, "allocator '", std::string(A::name), "' counting in ", detail::pbudget::unit_words(p),
-                 ": ", e.what());
+  if (G > 0) {
+    allocation_request v;
+    v.lengths = p.vlen;
+    v.minimums = p.vmin;
+    v.budget = global_budget::tokens(p.budget_units);
+    try {
+      u = allocator.allocate(v, prof);
+    } catch (const error& e) {
+      detail::fail(where, "allocator '", std::string(A::name), "'", on_global, " counting in ",
+                   detail::pbudget::unit_words(p), ": ", e.what());
+    }
   }
   // The conversion relies on the contract: a user's allocator that breaks it gets an error, not UB.
-  DEPTHKV_CHECK(u.size() == p.n_layers(), where, "allocator '", std::string(A::name), "' returned ", u.size(),
-                " counts for ", p.n_layers(), " layers");
+  DEPTHKV_CHECK(u.size() == G, where, "allocator '", std::string(A::name), "' returned ", u.size(),
+                " counts for ", G, hybrid ? " global" : "", " layers");
   std::size_t sum = 0;
   for (std::size_t l = 0; l < u.size(); ++l) {
     DEPTHKV_CHECK(u[l] >= p.vmin[l] && u[l] <= p.vlen[l], where, "allocator '", std::string(A::name),
@@ -325,7 +499,18 @@ paged_allocation allocate_paged(const A& allocator, const paged_allocation_reque
   }
   DEPTHKV_CHECK(sum == p.budget_units, where, "allocator '", std::string(A::name),
                 "' returned counts summing to ", sum, ", not the budget of ", p.budget_units);
-  return detail::pbudget::to_blocks(p, u, req.lengths);
+  paged_allocation ga = detail::pbudget::to_blocks(p, u, p.lengths);
+  if (!hybrid) return ga;
+  paged_allocation a;
+  a.blocks = p.fixed_blocks;
+  a.keep = p.fixed_keep;
+  for (std::size_t i = 0; i < G; ++i) {
+    a.blocks[p.global[i]] = ga.blocks[i];
+    a.keep[p.global[i]] = ga.keep[i];
+  }
+  a.total_blocks = ga.total_blocks + p.sliding_blocks;  // <= the checked totals
+  a.total_bytes = ga.total_bytes + p.sliding_bytes;
+  return a;
 }
 
 /// allocate_paged with the allocator called `name` (see visit_allocator).

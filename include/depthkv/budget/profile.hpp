@@ -161,6 +161,24 @@ class sensitivity_profile {
   std::vector<std::vector<curve_point>> curves_;  ///< [layer] ascending by keep_ratio
 };
 
+/// The profile of some of p's layers, with p's metadata: layer i is p's layer layer_indices[i]
+/// (e.g. the global layers of a hybrid model). Throws if an index is >= p.n_layers().
+inline sensitivity_profile select_layers(const sensitivity_profile& p,
+                                         span<const std::size_t> layer_indices) {
+  constexpr const char* where = "depthkv::select_layers";
+  for (std::size_t i = 0; i < layer_indices.size(); ++i)
+    DEPTHKV_CHECK(layer_indices[i] < p.n_layers(), where, "layer_indices[", i, "] = ", layer_indices[i],
+                  " out of range (n_layers ", p.n_layers(), ")");
+  sensitivity_profile q(layer_indices.size());
+  q.model = p.model;
+  q.metric = p.metric;
+  q.policy = p.policy;
+  q.calibration_tokens = p.calibration_tokens;
+  for (std::size_t i = 0; i < layer_indices.size(); ++i)
+    for (const auto& pt : p.points(layer_indices[i])) q.add_point(i, pt.keep_ratio, pt.delta);
+  return q;
+}
+
 /// Reader switches.
 struct profile_read_options {
   /// Accept layers without points (a partly filled profile, e.g. to resume profiling).
