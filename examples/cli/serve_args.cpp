@@ -37,9 +37,7 @@ serve_options parse_serve_args(int argc, const char* const* argv) {
   p.choice("--allocator", o.allocator, allocators,
            "uniform|pyramid|proportional|curve (default uniform); proportional and curve need --profile");
   p.text("--profile", o.profile, "CSV", "sensitivity profile CSV measured on this model (eval writes them)");
-  real_range unit;
-  unit.lo = 0;
-  unit.lo_open = true;
+  real_range unit = mib;  // (0, 1]
   unit.hi = 1;
   p.real("--budget", o.budget, unit, "global keep ratio of each prompt's KV cache in (0, 1] (default 0.2; 1 = no pruning)");
   p.choice("--granularity", o.granularity, {"token", "block"},

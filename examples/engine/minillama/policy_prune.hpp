@@ -77,24 +77,35 @@ inline layer_hook make_policy_pruner(std::vector<std::size_t> keep, const std::s
   };
 }
 
+// Calls prune_one(layer, count, policy, queries) for every layer of a paged session with the
+// policy `name` fed from the prefill's records; returns the sum of what the calls return.
+template <class F>
+std::size_t prune_paged_layers(paged_session& s, const std::vector<std::size_t>& counts, const std::string& name,
+                               const depthkv::policy_config& cfg, const char* where, F&& prune_one) {
+  const auto& sh = s.cache().shape();
+  DEPTHKV_CHECK(counts.size() == sh.n_layers, where, "the counts have ", counts.size(), " entries, expected n_layers = ",
+                sh.n_layers);
+  const depthkv::policy_id id = depthkv::policy_from_name(name);
+  std::size_t released = 0;
+  for (std::size_t l = 0; l < sh.n_layers; ++l)
+    with_recorded_policy(id, cfg, s.record(l), l, sh.n_layers, sh.n_kv_heads,
+                         [&](const auto& policy, const depthkv::layer_queries& q) {
+                           released += prune_one(l, counts[l], policy, q);
+                         });
+  return released;
+}
+
 // Prunes every layer of a paged session's sequence after its prefill, token-granular
 // (depthkv::prune_paged): keep[l] tokens per kv head, the emptied blocks back to the pool.
 // Same policies and record needs as make_policy_pruner. Returns the blocks returned.
 inline std::size_t prune_paged_with_policy(paged_session& s, const std::vector<std::size_t>& keep,
                                            const std::string& name, depthkv::policy_config cfg = {},
                                            depthkv::prune_options opt = {}) {
-  const auto& sh = s.cache().shape();
-  DEPTHKV_CHECK(keep.size() == sh.n_layers, "minillama::prune_paged_with_policy", "keep has ", keep.size(),
-                " entries, expected n_layers = ", sh.n_layers);
-  const depthkv::policy_id id = depthkv::policy_from_name(name);
   depthkv::paged_prune_workspace<float> ws;
-  std::size_t released = 0;
-  for (std::size_t l = 0; l < sh.n_layers; ++l)
-    with_recorded_policy(id, cfg, s.record(l), l, sh.n_layers, sh.n_kv_heads,
-                         [&](const auto& policy, const depthkv::layer_queries& q) {
-                           released += depthkv::prune_paged(s.cache(), s.sequence(), l, keep[l], policy, ws, q, opt);
-                         });
-  return released;
+  return prune_paged_layers(s, keep, name, cfg, "minillama::prune_paged_with_policy",
+                            [&](std::size_t l, std::size_t k, const auto& policy, const depthkv::layer_queries& q) {
+                              return depthkv::prune_paged(s.cache(), s.sequence(), l, k, policy, ws, q, opt);
+                            });
 }
 
 // The same, block-granular (depthkv::prune_paged_blocks): keep_blocks[l] whole blocks per kv head
@@ -102,20 +113,12 @@ inline std::size_t prune_paged_with_policy(paged_session& s, const std::vector<s
 inline std::size_t prune_paged_blocks_with_policy(paged_session& s, const std::vector<std::size_t>& keep_blocks,
                                                   const std::string& name, depthkv::policy_config cfg = {},
                                                   depthkv::block_score aggregate = depthkv::block_score::sum) {
-  const auto& sh = s.cache().shape();
-  DEPTHKV_CHECK(keep_blocks.size() == sh.n_layers, "minillama::prune_paged_blocks_with_policy", "keep_blocks has ",
-                keep_blocks.size(), " entries, expected n_layers = ", sh.n_layers);
-  const depthkv::policy_id id = depthkv::policy_from_name(name);
   depthkv::paged_prune_workspace<float> ws;
-  std::size_t released = 0;
-  for (std::size_t l = 0; l < sh.n_layers; ++l)
-    with_recorded_policy(id, cfg, s.record(l), l, sh.n_layers, sh.n_kv_heads,
-                         [&](const auto& policy, const depthkv::layer_queries& q) {
-                           released += depthkv::prune_paged_blocks(s.cache(), s.sequence(), l,
-                                                                   depthkv::blocks{keep_blocks[l]}, policy, ws, q,
-                                                                   aggregate);
-                         });
-  return released;
+  return prune_paged_layers(s, keep_blocks, name, cfg, "minillama::prune_paged_blocks_with_policy",
+                            [&](std::size_t l, std::size_t b, const auto& policy, const depthkv::layer_queries& q) {
+                              return depthkv::prune_paged_blocks(s.cache(), s.sequence(), l, depthkv::blocks{b}, policy,
+                                                                 ws, q, aggregate);
+                            });
 }
 
 // Prunes every layer of the session's cache (after prefill) with the policy; see make_policy_pruner.
