@@ -77,6 +77,9 @@ struct allocate_options {
   std::vector<std::size_t> lengths;
   double beta = 20.0, exponent = 1.0;
   bool sweep = false;
+  std::vector<std::size_t> local_layers;  // --local-layers: the sliding-window layers (empty: none)
+  std::size_t local_window = 1;           // --local-window W of those layers (given with --local-layers)
+  bool scope_global = false;              // --budget-scope global: the budget covers the global layers only
 };
 allocate_options parse_allocate_args(int argc, const char* const* argv);
 
