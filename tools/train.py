@@ -201,6 +201,174 @@ def export_llama2c(model, path):
         w(np.sin(ang))  # freq_cis_imag [seq_len][hd/2]
 
 
+# GGUF v3 (little-endian), written as minillama's write_gguf does (examples/engine/src/writers.cpp):
+# architecture "llama", llama.cpp tensor names, F32, alignment 32. Hybrid models carry
+# llama.attention.sliding_window (W) and llama.attention.sliding_window_pattern (one bool per
+# layer, true = local): llama2.c's header has no room for them.
+_GGUF_U32, _GGUF_F32, _GGUF_BOOL, _GGUF_STR, _GGUF_ARR = 4, 6, 7, 8, 9
+
+
+def gguf_tensor_names(L):
+    """(gguf name, state_dict key) in write_gguf's order; token_embd doubles as the classifier."""
+    out = [("token_embd.weight", "tok_embeddings.weight")]
+    for l in range(L):
+        for g, t in [("attn_norm", "attention_norm"), ("attn_q", "attention.wq"), ("attn_k", "attention.wk"),
+                     ("attn_v", "attention.wv"), ("attn_output", "attention.wo"), ("ffn_norm", "ffn_norm"),
+                     ("ffn_gate", "w1"), ("ffn_down", "w2"), ("ffn_up", "w3")]:
+            out.append((f"blk.{l}.{g}.weight", f"layers.{l}.{t}.weight"))
+    out.append(("output_norm.weight", "norm.weight"))
+    return out
+
+
+def export_gguf(model, path, name="minillama"):
+    cfg = model.cfg
+    sd = {k: v.detach().float().cpu().numpy() for k, v in model.state_dict().items()}
+    hd = cfg["dim"] // cfg["n_heads"]
+    s = lambda b: struct.pack("<Q", len(b)) + b  # noqa: E731  (GGUF string)
+    kv = []
+
+    def put(key, typ, payload):
+        kv.append(s(key.encode()) + struct.pack("<I", typ) + payload)
+
+    put("general.architecture", _GGUF_STR, s(b"llama"))
+    put("general.name", _GGUF_STR, s(name.encode()))
+    for key, v in [("context_length", cfg["seq_len"]), ("embedding_length", cfg["dim"]),
+                   ("block_count", cfg["n_layers"]), ("feed_forward_length", cfg["hidden_dim"]),
+                   ("attention.head_count", cfg["n_heads"]), ("attention.head_count_kv", cfg["n_kv_heads"]),
+                   ("rope.dimension_count", cfg.get("rope_dim", hd))]:
+        put("llama." + key, _GGUF_U32, struct.pack("<I", v))
+    put("llama.rope.freq_base", _GGUF_F32, struct.pack("<f", cfg["rope_theta"]))
+    put("llama.attention.layer_norm_rms_epsilon", _GGUF_F32, struct.pack("<f", 1e-5))
+    if cfg.get("sliding_window", 0) > 0:
+        put("llama.attention.sliding_window", _GGUF_U32, struct.pack("<I", cfg["sliding_window"]))
+        local = [w > 0 for w in layer_windows(cfg)]
+        put("llama.attention.sliding_window_pattern", _GGUF_ARR,
+            struct.pack("<IQ", _GGUF_BOOL, len(local)) + bytes(int(v) for v in local))
+    names = gguf_tensor_names(cfg["n_layers"])
+    infos, blobs, off = [], [], 0
+    for gname, key in names:
+        a = np.ascontiguousarray(sd[key], dtype="<f4")
+        off = (off + 31) // 32 * 32
+        ne = [a.shape[-1]] + ([a.shape[0]] if a.ndim == 2 else [])  # ggml order: fastest first
+        infos.append(s(gname.encode()) + struct.pack("<I", len(ne)) + struct.pack(f"<{len(ne)}Q", *ne) +
+                     struct.pack("<IQ", 0, off))  # type F32, offset in the data section
+        blobs.append((off, a.tobytes()))
+        off += a.nbytes
+    head = b"GGUF" + struct.pack("<IQQ", 3, len(names), len(kv)) + b"".join(kv) + b"".join(infos)
+    head += b"\0" * (-len(head) % 32)
+    data = bytearray(off)
+    for o, b in blobs:
+        data[o:o + len(b)] = b
+    with open(path, "wb") as f:
+        f.write(head + bytes(data))
+
+
+def read_gguf(path):
+    """(metadata, tensors) of a GGUF v3 file of scalars, strings, flat arrays and F32 tensors
+    (what export_gguf writes): tensors as numpy arrays [rows][cols] (or [n])."""
+    raw = open(path, "rb").read()
+    assert raw[:4] == b"GGUF", f"{path}: not a GGUF file"
+    ver, nt, nkv = struct.unpack_from("<IQQ", raw, 4)
+    assert ver in (2, 3), f"{path}: GGUF version {ver}"
+    o = 24
+    scal = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+
+    def string():
+        nonlocal o
+        (n,) = struct.unpack_from("<Q", raw, o)
+        o += 8 + n
+        return raw[o - n:o].decode()
+
+    def value(t):
+        nonlocal o
+        if t == _GGUF_STR:
+            return string()
+        if t == _GGUF_ARR:
+            et, n = struct.unpack_from("<IQ", raw, o)
+            o += 12
+            return [value(et) for _ in range(n)]
+        (v,) = struct.unpack_from("<" + scal[t], raw, o)
+        o += struct.calcsize(scal[t])
+        return v
+
+    meta = {}
+    for _ in range(nkv):
+        k = string()
+        (t,) = struct.unpack_from("<I", raw, o)
+        o += 4
+        meta[k] = value(t)
+    infos = []
+    for _ in range(nt):
+        name = string()
+        (nd,) = struct.unpack_from("<I", raw, o)
+        ne = struct.unpack_from(f"<{nd}Q", raw, o + 4)
+        typ, off = struct.unpack_from("<IQ", raw, o + 4 + 8 * nd)
+        o += 4 + 8 * nd + 12
+        assert typ == 0, f"{path}: tensor {name} is not F32"
+        infos.append((name, ne, off))
+    align = meta.get("general.alignment", 32)
+    start = (o + align - 1) // align * align
+    tensors = {}
+    for name, ne, off in infos:
+        n = int(np.prod(ne))
+        a = np.frombuffer(raw, dtype="<f4", count=n, offset=start + off)
+        tensors[name] = a.reshape(tuple(reversed(ne))) if len(ne) > 1 else a.copy()
+    return meta, tensors
+
+
+def gguf_windows(meta):
+    """Per-layer sliding window from llama.attention.sliding_window[_pattern] (0 = global)."""
+    L = meta["llama.block_count"]
+    W = meta.get("llama.attention.sliding_window", 0)
+    pat = meta.get("llama.attention.sliding_window_pattern", [True] * L)
+    if isinstance(pat, int):  # llama.cpp's period: layer l global when (l + 1) % period == 0
+        pat = [pat == 0 or (l + 1) % pat != 0 for l in range(L)]
+    return [W if (W > 0 and pat[l]) else 0 for l in range(L)]
+
+
+def load_gguf_into(model, path):
+    """Load weights written by export_gguf (its tensor names) into model."""
+    _, t = read_gguf(path)
+    sd = model.state_dict()
+    for gname, key in gguf_tensor_names(model.cfg["n_layers"]):
+        sd[key].copy_(torch.tensor(np.array(t[gname])))
+
+
+def reference_recall(gguf_path, eval_path):
+    """Full-cache retrieval accuracy of a GGUF model on an eval file, by tools/reference.py's
+    float64 forward (independent of this script's model code), with the file's windows."""
+    import reference
+    meta, t = read_gguf(gguf_path)
+    L = meta["llama.block_count"]
+    p = dict(dim=meta["llama.embedding_length"], H=meta["llama.attention.head_count"],
+             KV=meta["llama.attention.head_count_kv"], L=L)
+    tt = lambda a: torch.tensor(np.array(a))  # noqa: E731
+    w = dict(emb=tt(t["token_embd.weight"]), rms_final=tt(t["output_norm.weight"]))
+    for k, g in [("rms_att", "attn_norm"), ("wq", "attn_q"), ("wk", "attn_k"), ("wv", "attn_v"),
+                 ("wo", "attn_output"), ("rms_ffn", "ffn_norm"), ("w1", "ffn_gate"), ("w2", "ffn_down"),
+                 ("w3", "ffn_up")]:
+        w[k] = [tt(t[f"blk.{l}.{g}.weight"]) for l in range(L)]
+    w["cls"] = w["emb"]
+    hd = p["dim"] // p["H"]
+    rd = meta.get("llama.rope.dimension_count", hd)
+    windows = gguf_windows(meta)
+    qre = re.compile(r"\?[A-Z]+([0-9]+);")
+    stoi = {ch: i for i, ch in enumerate(data.VOCAB)}
+    ok = tot = 0
+    with open(eval_path) as f:
+        lines = [ln.rstrip("\n").split("\t") for ln in f if ln.strip()]
+    for ctx, cont in lines:
+        ids = [1] + [stoi[ch] for ch in ctx + cont]
+        pred = reference.forward(p, w, ids[:-1], theta=meta["llama.rope.freq_base"],
+                                 rope_dim=None if rd == hd else rd, windows=windows).argmax(-1).numpy()
+        tgt = np.array(ids[1:])
+        for mt in qre.finditer(cont):
+            a, b = mt.span(1)
+            ok += int((pred[a + len(ctx):b + len(ctx)] == tgt[a + len(ctx):b + len(ctx)]).all())
+            tot += 1
+    return dict(queries=tot, accuracy=round(ok / max(tot, 1), 4), sequences=len(lines), windows=windows)
+
+
 def export_tokenizer(path):
     """llama2.c tokenizer.bin: int32 max_token_length, then per token f32 score, int32 len, bytes."""
     toks = [t.encode("utf-8") for t in data.VOCAB]
@@ -359,6 +527,32 @@ def load_llama2c_into(model, path):
     sd["norm.weight"].copy_(t(m["rms_final"]))
 
 
+def export_only(args):
+    """OUT/model.bin (llama2.c, f32) + OUT/config.json -> OUT/model.gguf with the windows; the
+    tensors are compared bit for bit after reading the file back, then retrieval on test.txt and
+    calib.txt is measured by tools/reference.py from the GGUF file alone."""
+    torch.set_num_threads(args.threads)
+    path = os.path.join(args.out, "config.json")
+    meta = json.load(open(path))
+    cfg = meta["model"]
+    model = Transformer(cfg)
+    src = args.init or os.path.join(args.out, "model.bin")
+    (load_gguf_into if src.endswith(".gguf") else load_llama2c_into)(model, src)
+    out = os.path.join(args.out, "model.gguf")
+    export_gguf(model, out, os.path.basename(os.path.normpath(args.out)))
+    _, t = read_gguf(out)
+    sd = model.state_dict()
+    for gname, key in gguf_tensor_names(cfg["n_layers"]):
+        assert np.array_equal(t[gname], sd[key].numpy()), gname
+    res = {f: reference_recall(out, os.path.join(args.out, f + ".txt")) for f in ("test", "calib")}
+    print(f"wrote {out}; tensors identical to {src}; tools/reference.py from the GGUF file: {res}", flush=True)
+    meta["files"]["model"] = "model.gguf"
+    meta["recall_reference_gguf"] = res
+    meta["recall_test_llama2c_reader"] = "n/a: hybrid model (see recall_reference_gguf)"
+    with open(path, "w") as f:
+        json.dump(meta, f, indent=1)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True, help="output directory (model.bin, tokenizer.bin, ...)")
@@ -392,12 +586,17 @@ def main():
                     help="records per sequence of the needle stage and of calib/test.txt (preset: 2)")
     ap.add_argument("--eval-every", type=int, default=250)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--init", default=None, help="start from this llama2.c model.bin")
+    ap.add_argument("--init", default=None, help="start from this model.bin (llama2.c) or model.gguf")
+    ap.add_argument("--export-only", action="store_true",
+                    help="no training: write OUT/model.gguf from OUT/model.bin (or --init) and "
+                         "OUT/config.json's model, check it with tools/reference.py")
     ap.add_argument("--start-stage", type=int, default=0,
                     help="skip the stages before this one (with --init: that stage's input)")
     ap.add_argument("--n-calib", type=int, default=32)
     ap.add_argument("--n-test", type=int, default=64)
     args = ap.parse_args()
+    if args.export_only:
+        return export_only(args)
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -473,7 +672,7 @@ def main():
     ema = None
     stages = [dict(phases=p["phases"], lr=p["lr"], warmup=p["warmup"])] + p.get("stages", [])
     if args.init:
-        load_llama2c_into(model, args.init)
+        (load_gguf_into if args.init.endswith(".gguf") else load_llama2c_into)(model, args.init)
     for si, st in enumerate(stages):
         if si < args.start_stage:
             continue
@@ -490,20 +689,25 @@ def main():
     test_acc = evaluate_recall_torch(model, test)
     calib_acc = evaluate_recall_torch(model, calib)
     multi_acc = evaluate_recall_torch(model, test_multi)
-    export_llama2c(model, os.path.join(args.out, "model.bin"))
+    hybrid = cfg.get("sliding_window", 0) > 0
+    model_file = "model.gguf" if hybrid else "model.bin"  # llama2.c cannot carry the windows
+    if hybrid:
+        export_gguf(model, os.path.join(args.out, model_file), os.path.basename(os.path.normpath(args.out)))
+    else:
+        export_llama2c(model, os.path.join(args.out, model_file))
     export_tokenizer(os.path.join(args.out, "tokenizer.bin"))
 
-    if cfg.get("sliding_window", 0) > 0:
-        # eval_model.py has no sliding windows: the hybrid model is re-checked by the engine
-        res = "skipped: hybrid model (eval_model.py attends globally); see the engine's eval"
+    if hybrid:
+        # eval_model.py attends globally: tools/reference.py's forward reads the windows back
+        res = reference_recall(os.path.join(args.out, model_file), os.path.join(args.out, "test.txt"))
     else:
         import eval_model  # independent NumPy reader of the written files
         m = eval_model.load_llama2c(os.path.join(args.out, "model.bin"))
         vocab = eval_model.load_tokenizer(os.path.join(args.out, "tokenizer.bin"))
         res = eval_model.recall_accuracy(m, vocab, os.path.join(args.out, "test.txt"))
     print(f"final: train_loss_ema {ema:.4f} val_loss {val_loss:.4f} recall torch test "
-          f"{test_acc:.4f} calib {calib_acc:.4f} multi-record test {multi_acc:.4f} | numpy reader of "
-          f"model.bin: {res}", flush=True)
+          f"{test_acc:.4f} calib {calib_acc:.4f} multi-record test {multi_acc:.4f} | independent reader of "
+          f"{model_file}: {res}", flush=True)
 
     meta = dict(
         model=cfg, params=n_params, tied_classifier=True, rope_theta=cfg["rope_theta"],
@@ -517,7 +721,7 @@ def main():
         recall_test_torch=round(test_acc, 4), recall_calib_torch=round(calib_acc, 4),
         recall_test_multi_torch=round(multi_acc, 4),
         recall_test_llama2c_reader=res, curve=curve,
-        files=dict(model="model.bin", tokenizer="tokenizer.bin", calib="calib.txt", test="test.txt",
+        files=dict(model=model_file, tokenizer="tokenizer.bin", calib="calib.txt", test="test.txt",
                    test_multi="test_multi.txt"),
     )
     with open(os.path.join(args.out, "config.json"), "w") as f:
