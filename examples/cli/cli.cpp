@@ -266,7 +266,8 @@ const char* usage_of(const std::string& program) {
            "            [--out DIR] [options]";
   if (program == "allocate")
     return "usage: allocate PROFILE.csv [--ratio R | --budget N] [--tokens N | --lengths a,b,...]\n"
-           "                [--min M] [--beta B] [--exponent P] [--sweep]";
+           "                [--min M] [--beta B] [--exponent P] [--sweep]\n"
+           "                [--local-layers a,b,... --local-window W [--budget-scope all|global]]";
   if (program == "demo_prune") return "usage: demo_prune [TOKENS]";
   if (program == "serve")
     return "usage: serve [--model PATH] [--data PATH] [--max-seqs N] [--pool-mib MIB] [--pool shared|per-layer]\n"
