@@ -327,3 +327,51 @@ TEST_CASE("squeeze_profiler: errors") {
   s.add_layer(0, v, v, 2, 3);
   require_error([&] { (void)s.result(); }, {"layer 1 has no data"});
 }
+
+TEST_CASE("profilers skip the sliding-window layers of a hybrid model unless asked", "[profiler][hybrid]") {
+  const std::size_t L = 5;
+  auto f = make_loss(L);
+  ablation_options opt;
+  opt.keep_ratios = {0.1, 0.5};
+  opt.attention.assign(L, layer_attention::global());
+  opt.attention[1] = opt.attention[3] = layer_attention::sliding(window_tokens{64});
+  std::vector<std::size_t> profiled;
+  auto p = profile_ablation(L, f, opt, sensitivity_profile{},
+                            [&](const ablation_progress& pr) { profiled.push_back(pr.layer); });
+  CHECK(profiled == std::vector<std::size_t>{0, 0, 2, 2, 4, 4});
+  CHECK(f.calls == 1 + 6);  // the baseline, then two points of each global layer
+  for (const std::size_t l : {std::size_t{1}, std::size_t{3}}) CHECK(p.points(l).empty());
+  for (const std::size_t l : {std::size_t{0}, std::size_t{2}, std::size_t{4}}) {
+    REQUIRE(p.points(l).size() == 2);
+    CHECK(p.delta_at(l, 0.1) == Approx(f.term(l, 0.1)));
+  }
+  // The allocators read only the global layers: the profile is enough for curve.
+  allocation_request req;
+  req.lengths.assign(L, 1000);
+  req.attention = opt.attention;
+  req.budget = global_budget::ratio(0.5);
+  const auto keep = allocate(curve_allocator{}, req, p);
+  CHECK(keep[1] == 64);
+  CHECK(keep[3] == 64);
+  CHECK(keep[0] + keep[2] + keep[4] == 1564 - 128);  // 0.5 of 3 x 1000 + 2 x 64, windows charged first
+  // local_layers::profile measures them too.
+  opt.local = local_layers::profile;
+  f.calls = 0;
+  p = profile_ablation(L, f, opt);
+  CHECK(f.calls == 1 + 10);
+  CHECK(p.complete());
+  opt.attention.resize(2);
+  require_error([&] { (void)profile_ablation(L, f, opt); }, {"attention has 2 entries, expected 0 or n_layers = 5"});
+  // Proxies: unfed sliding layers are fine when skipped, an unfed global layer is not.
+  cake_profiler cake(3);
+  squeeze_profiler squeeze(3);
+  const std::vector<layer_attention> att{layer_attention::global(), layer_attention::sliding(window_tokens{8}),
+                                         layer_attention::global()};
+  for (const std::size_t l : {std::size_t{0}, std::size_t{2}}) squeeze.add_mean_cosine(l, 0.5 + 0.1 * double(l));
+  const auto q = squeeze.result(span<const layer_attention>(att));
+  CHECK(q.points(1).empty());
+  CHECK(q.delta_at(2, q.points(2)[0].keep_ratio) == Approx(0.3));
+  require_error([&] { (void)squeeze.result(span<const layer_attention>(att), local_layers::profile); },
+                {"layer 1 has no data yet"});
+  require_error([&] { (void)cake.result(span<const layer_attention>(att)); }, {"layer 0 has no data yet"});
+}

@@ -6,6 +6,9 @@
 // allocator can consume them; the proportional allocator is the natural one (a single-point
 // curve is the line through (point_ratio, score) and (1, 0), so delta_at(l, r) stays
 // proportional to the score at every r).
+// Hybrid models: sliding-window (local) layers keep their whole window whatever the budget
+// (allocate.hpp), so by default every profiler leaves them without points (local_layers::skip);
+// the allocators read only the global layers' entries.
 #pragma once
 
 #include <algorithm>
@@ -15,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "depthkv/budget/allocate.hpp"
 #include "depthkv/budget/profile.hpp"
 #include "depthkv/error.hpp"
 #include "depthkv/types.hpp"
@@ -24,10 +28,24 @@ namespace depthkv {
 // ---------------------------------------------------------------------------------------------
 // Ablation profiler.
 
+/// Whether the profilers measure the sliding-window layers of a hybrid model: skip leaves them
+/// without points (no allocator reads them), profile measures them like the others.
+enum class local_layers { skip, profile };
+
 /// Keep ratios profiled per layer. Curves are steep near the floor, so sample densely there.
 struct ablation_options {
   std::vector<double> keep_ratios = {0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6, 0.8};
+  /// [layer] how each layer attends (empty: every layer global); see `local`.
+  std::vector<layer_attention> attention;
+  local_layers local = local_layers::skip;
 };
+
+namespace detail {
+/// Whether a profiler leaves `layer` without points (a sliding layer skipped).
+inline bool skips_layer(span<const layer_attention> attention, local_layers local, std::size_t layer) noexcept {
+  return local == local_layers::skip && layer < attention.size() && attention[layer].is_sliding();
+}
+}  // namespace detail
 
 /// Progress of profile_ablation, reported after each (layer, ratio) point.
 struct ablation_progress {
@@ -63,6 +81,8 @@ sensitivity_profile profile_ablation(std::size_t n_layers, LossFn&& loss, const 
     for (std::size_t i = 0; i < j; ++i)
       DEPTHKV_CHECK(opt.keep_ratios[i] != r, where, "keep_ratios[", j, "] = ", r, " repeats keep_ratios[", i, "]");
   }
+  DEPTHKV_CHECK(opt.attention.empty() || opt.attention.size() == n_layers, where, "attention has ",
+                opt.attention.size(), " entries, expected 0 or n_layers = ", n_layers);
   sensitivity_profile p = resume.n_layers() == 0 ? sensitivity_profile(n_layers) : std::move(resume);
   DEPTHKV_CHECK(p.n_layers() == n_layers, where, "resumed profile has ", p.n_layers(), " layers, expected ", n_layers);
 
@@ -78,6 +98,7 @@ sensitivity_profile profile_ablation(std::size_t n_layers, LossFn&& loss, const 
   double baseline = 0.0;
   const std::size_t R = opt.keep_ratios.size();
   for (std::size_t l = 0; l < n_layers; ++l) {
+    if (detail::skips_layer(span<const layer_attention>(opt.attention), opt.local, l)) continue;
     for (std::size_t j = 0; j < R; ++j) {
       const double r = opt.keep_ratios[j];
       ablation_progress pr{l, n_layers, j, R, r, 0.0, false, &p};
@@ -133,10 +154,15 @@ class accumulator {
     DEPTHKV_CHECK(count_[layer] > 0, where, "layer ", layer, " has no data yet");
     return sum_[layer] / double(count_[layer]);
   }
-  sensitivity_profile result(const char* where, double point_ratio, const char* metric) const {
+  sensitivity_profile result(const char* where, double point_ratio, const char* metric,
+                             span<const layer_attention> attention = {},
+                             local_layers local = local_layers::skip) const {
+    DEPTHKV_CHECK(attention.empty() || attention.size() == sum_.size(), where, "attention has ", attention.size(),
+                  " entries, expected 0 or n_layers = ", sum_.size());
     sensitivity_profile p(sum_.size());
     p.metric = metric;
-    for (std::size_t l = 0; l < sum_.size(); ++l) p.add_point(l, point_ratio, mean(l, where));
+    for (std::size_t l = 0; l < sum_.size(); ++l)
+      if (!skips_layer(attention, local, l)) p.add_point(l, point_ratio, mean(l, where));
     return p;
   }
 
@@ -246,6 +272,10 @@ class cake_profiler {
   sensitivity_profile result() const {
     return acc_.result("depthkv::cake_profiler::result", opt_.point_ratio, "cake_preference");
   }
+  /// The same for a hybrid model: its sliding layers need no data and get no points (skip).
+  sensitivity_profile result(span<const layer_attention> attention, local_layers local = local_layers::skip) const {
+    return acc_.result("depthkv::cake_profiler::result", opt_.point_ratio, "cake_preference", attention, local);
+  }
 
  private:
   detail::proxy::accumulator acc_;
@@ -311,6 +341,10 @@ class squeeze_profiler {
   /// Single-point profile, metric "squeeze_1_minus_cos". Throws if a layer was never fed.
   sensitivity_profile result() const {
     return acc_.result("depthkv::squeeze_profiler::result", point_ratio_, "squeeze_1_minus_cos");
+  }
+  /// The same for a hybrid model: its sliding layers need no data and get no points (skip).
+  sensitivity_profile result(span<const layer_attention> attention, local_layers local = local_layers::skip) const {
+    return acc_.result("depthkv::squeeze_profiler::result", point_ratio_, "squeeze_1_minus_cos", attention, local);
   }
 
  private:
