@@ -150,6 +150,9 @@ int main(int argc, char** argv) {
       depthkv::allocation_request req;
       req.lengths.assign(n_layers, toks.size());
       req.minimums.assign(1, protect);
+      req.attention = minillama::attention_of(c);  // a hybrid model's sliding layers keep their window
+      for (std::size_t l = 0; l < req.attention.size(); ++l)
+        if (req.attention[l].is_sliding()) req.lengths[l] = std::min(toks.size(), req.attention[l].window->value);
       req.budget = depthkv::global_budget::ratio(budget);
       // The allocators' rounding (depthkv::resolve); a budget below the protected rows is raised to them.
       const std::size_t want =

@@ -137,6 +137,9 @@ struct context {
     depthkv::paged_allocation_request req;
     req.lengths.assign(L(), n);
     req.minimums.assign(1, protect);
+    req.attention = minillama::attention_of(m.cfg);  // a hybrid model's sliding layers keep their window
+    for (std::size_t l = 0; l < req.attention.size(); ++l)
+      if (req.attention[l].is_sliding()) req.lengths[l] = std::min(n, req.attention[l].window->value);
     req.block_size = depthkv::block_tokens{B};
     req.budget = depthkv::paged_budget::ratio(o.budget);
     const depthkv::paged_allocation a = depthkv::allocate_paged(o.allocator, req, prof);

@@ -36,9 +36,11 @@ struct generate_options {
 generate_options parse_generate_args(int argc, const char* const* argv);
 
 // ---- eval
-// --random-model SPEC: comma list of dim=,hidden=,layers=,heads=,kv=,seed= (for tests).
+// --random-model SPEC: comma list of dim=,hidden=,layers=,heads=,kv=,seed= (for tests), and for a
+// hybrid model window=W (sliding window of the local layers) with period=P (every P-th layer is
+// global, llama.cpp's sliding_window_pattern; default 2).
 struct random_model_spec {
-  int dim = 32, hidden = 64, layers = 3, heads = 4, kv = 2;
+  int dim = 32, hidden = 64, layers = 3, heads = 4, kv = 2, window = 0, period = 2;
   std::uint64_t seed = 7;
   // The model configuration it describes (context 1024), for a vocabulary of `vocab` tokens.
   minillama::config config(int vocab) const;
@@ -57,6 +59,11 @@ struct eval_options {
   double exponent = 1.0, beta = 20.0;
   std::uint64_t seed = 1;
   random_model_spec random;  // parsed random_spec (when not empty)
+  // Hybrid models (sliding-window layers): what --budgets cover ("all": every layer, the windows
+  // charged first; "global": the global layers only), and whether the profiles measure the
+  // sliding layers too (by default they are skipped: they keep their window whatever the budget).
+  std::string budget_scope = "all";
+  bool profile_local_layers = false;
 };
 eval_options parse_eval_args(int argc, const char* const* argv);
 

@@ -42,7 +42,9 @@ random_model_spec parse_random_spec(const std::string& spec) {
     else if (k == "heads") r.heads = static_cast<int>(to_int(f, v, 1, 4096));
     else if (k == "kv") r.kv = static_cast<int>(to_int(f, v, 1, 4096));
     else if (k == "seed") r.seed = to_u64(f, v);
-    else throw cli_error(flag + ": unknown key '" + k + "' (known: dim, hidden, layers, heads, kv, seed)");
+    else if (k == "window") r.window = static_cast<int>(to_int(f, v, 1, 1 << 20));
+    else if (k == "period") r.period = static_cast<int>(to_int(f, v, 1, 256));
+    else throw cli_error(flag + ": unknown key '" + k + "' (known: dim, hidden, layers, heads, kv, seed, window, period)");
   }
   try {
     r.config(256).validate(flag);
@@ -65,6 +67,10 @@ minillama::config random_model_spec::config(int vocab) const {
   c.n_kv_heads = kv;
   c.vocab_size = vocab;
   c.seq_len = 1024;
+  if (window > 0) {
+    c.sliding_window = window;
+    c.local_layers = minillama::local_layer_pattern(layers, period);
+  }
   return c;
 }
 
@@ -118,6 +124,12 @@ eval_options parse_eval_args(int argc, const char* const* argv) {
   p.flag("--check", o.check, true,
          "verify invariants (allocation sums, KV bytes, KL = 0 at keep 1); exit 1 if broken");
   p.flag("--quiet", o.quiet, true, "no progress bar");
+  p.choice("--budget-scope", o.budget_scope, {"all", "global"},
+           "hybrid models: the keep ratios of --budgets are of all layers' tokens (all: the sliding-window "
+           "layers' windows are charged first) or of the global layers' tokens (global: the windows come on top); "
+           "default all");
+  p.flag("--profile-local-layers", o.profile_local_layers, true,
+         "hybrid models: also profile the sliding-window layers (skipped by default: they keep their window)");
   p.footer(
       "Data: one sequence per line, context<TAB>continuation, as text (tokenized; BOS prepended) or as\n"
       "token ids separated by blanks (used as given; a line whose every field starts with a digit is read\n"

@@ -124,6 +124,8 @@ sequence_run prefill(const run_context& c, const std::vector<sample>& test, std:
 struct cell_outcome {
   seq_metrics m;
   std::size_t before = 0, after = 0;  // KV bytes
+  std::size_t after_local = 0;        // of after: the sliding-window layers'
+  std::size_t want = 0;               // tokens the allocation request keeps (depthkv::resolve)
   std::size_t kept = 0, total = 0;    // tokens
 };
 
@@ -136,7 +138,9 @@ void fail_check(grid_result& g, const std::string& msg) {
 // finite, and keeping everything reproduces the full cache exactly.
 void check_cell(const cell& x, const cell_outcome& r, const cell& full, grid_result& g) {
   const std::string name = x.policy + "/" + x.allocator;
-  const std::size_t want = static_cast<std::size_t>(std::floor(x.budget * static_cast<double>(r.total) + 0.5));
+  // Without sliding layers the budget is the keep ratio of all tokens, rounded half up.
+  const std::size_t want =
+      r.want ? r.want : static_cast<std::size_t>(std::floor(x.budget * static_cast<double>(r.total) + 0.5));
   if (r.kept != want)
     fail_check(g, name + " at " + fmt(x.budget) + ": allocation keeps " + std::to_string(r.kept) +
                       " tokens, budget is " + std::to_string(want));
@@ -159,6 +163,8 @@ cell_outcome run_cell(const run_context& c, const sequence_run& r, const cell& x
   out.before = ps.cache().bytes_in_use();
   ps.prune(minillama::make_policy_pruner(keep, x.policy, c.pcfg));
   out.after = ps.cache().bytes_in_use();
+  for (std::size_t l = 0; l < c.n_layers; ++l)
+    if (c.is_local(l)) out.after_local += ps.cache().bytes_in_use(l);
   out.m = score(r.s, ps.forward(r.cont, continuation_options()), r.ref);
   for (std::size_t l = 0; l < c.n_layers; ++l) {
     out.kept += std::min(keep[l], r.lengths[l]);
@@ -182,20 +188,41 @@ std::string run_and_record(const run_context& c, const sequence_run& r, const pr
     }
     return "";
   }
-  const cell_outcome out = run_cell(c, r, x, keep);
+  cell_outcome out = run_cell(c, r, x, keep);
+  if (c.hybrid()) out.want = depthkv::resolve(alloc.request(x, r.lengths)).budget;
   add(x, out.m, out.after, out.before);
+  x.kv_bytes_local += static_cast<double>(out.after_local);
   if (r.index == 0) {
     x.kept = out.kept;
     x.total = out.total;
-    if (profiles.ablation.count(x.policy))
-      x.predicted = depthkv::predicted_loss(profiles.ablation.at(x.policy), depthkv::span<const std::size_t>(r.lengths),
-                                            depthkv::span<const std::size_t>(keep));
+    if (profiles.ablation.count(x.policy)) {  // over the profiled layers (a hybrid model's global ones)
+      std::vector<std::size_t> layers, len, kept;
+      for (std::size_t l = 0; l < c.n_layers; ++l)
+        if (!profiles.ablation.at(x.policy).points(l).empty()) {
+          layers.push_back(l);
+          len.push_back(r.lengths[l]);
+          kept.push_back(keep[l]);
+        }
+      x.predicted = depthkv::predicted_loss(
+          depthkv::select_layers(profiles.ablation.at(x.policy), depthkv::span<const std::size_t>(layers)),
+          depthkv::span<const std::size_t>(len), depthkv::span<const std::size_t>(kept));
+    }
   }
   if (c.o.check) check_cell(x, out, g.full, g);
   return "seq " + std::to_string(r.index) + " " + x.policy + "/" + x.allocator + " " + fmt(x.budget, "%.2f");
 }
 
 }  // namespace
+
+depthkv::allocation_request allocation_cache::request(const cell& x, const std::vector<std::size_t>& lengths) const {
+  depthkv::allocation_request req;
+  req.lengths = lengths;
+  req.minimums.assign(1, c_.min_keep);
+  req.budget = depthkv::global_budget::ratio(x.budget);
+  req.attention = c_.attention;
+  req.scope = c_.scope;
+  return req;
+}
 
 const std::vector<std::size_t>& allocation_cache::get(const cell& x, const std::vector<std::size_t>& lengths) {
   std::string key = x.policy + "|" + x.allocator + "|" + fmt(x.budget, "%.17g");
@@ -205,10 +232,7 @@ const std::vector<std::size_t>& allocation_cache::get(const cell& x, const std::
   }
   auto it = cache_.find(key);
   if (it != cache_.end()) return it->second;
-  depthkv::allocation_request req;
-  req.lengths = lengths;
-  req.minimums.assign(1, c_.min_keep);
-  req.budget = depthkv::global_budget::ratio(x.budget);
+  const depthkv::allocation_request req = request(x, lengths);
   depthkv::allocator_params ap;
   ap.pyramid_beta = c_.o.beta;
   ap.proportional.exponent = c_.o.exponent;
@@ -233,9 +257,9 @@ grid_result run_grid(const run_context& c, const std::vector<sample>& test, cons
   }
   std::fprintf(stderr, "eval: grid of %zu cells x %zu sequences took %.1f s\n", g.cells.size(), test.size(),
                seconds_since(t_grid));
-  // The full cache keeps every context token of every layer (first sequence).
+  // The full cache keeps every context token of every layer (first sequence; a sliding layer its window).
   g.full.total = 0;
-  for (std::size_t l = 0; l < c.n_layers; ++l) g.full.total += test[0].prefix;
+  for (std::size_t l = 0; l < c.n_layers; ++l) g.full.total += c.length_after(l, test[0].prefix);
   g.full.kept = g.full.total;
   return g;
 }

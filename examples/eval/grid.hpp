@@ -21,6 +21,7 @@ struct cell {
   std::vector<double> kl, nll, acc;
   std::size_t correct = 0, queries = 0;
   double kv_bytes = 0, kv_bytes_full = 0;
+  double kv_bytes_local = 0;  // of kv_bytes: the sliding-window layers' (hybrid models)
   std::size_t kept = 0, total = 0;  // tokens per head summed over layers (first sequence)
   double predicted = NAN;           // additive prediction from the ablation profile (same lengths)
   std::string note;                 // why the cell was skipped
@@ -32,6 +33,9 @@ class allocation_cache {
  public:
   allocation_cache(const run_context& c, const profile_set& profiles) : c_(c), profiles_(profiles) {}
   const std::vector<std::size_t>& get(const cell& x, const std::vector<std::size_t>& lengths);
+  // The request behind get(): the cell's keep ratio over these lengths, the protected rows as
+  // every layer's minimum, and a hybrid model's sliding layers and budget scope.
+  depthkv::allocation_request request(const cell& x, const std::vector<std::size_t>& lengths) const;
 
  private:
   const run_context& c_;

@@ -7,6 +7,7 @@
 #include "common.hpp"
 #include "depthkv/isa.hpp"
 #include "minillama/loaders.hpp"
+#include "minillama/policy_prune.hpp"
 #include "minillama/writers.hpp"
 
 namespace eval {
@@ -149,8 +150,13 @@ run_context make_context(const dcli::eval_options& o, const loaded_model& m) {
   make_dirs(o.out);
   const std::string profile_dir = o.profile_dir.empty() ? o.out : o.profile_dir;
   if (!o.profile_dir.empty()) make_dirs(profile_dir);
-  return run_context{o,    m.weights,          m.name,   static_cast<std::size_t>(m.weights.cfg.n_layers),
-                     pcfg, o.sink + o.recent, need_h2o, profile_dir};
+  run_context c{o,    m.weights,          m.name,   static_cast<std::size_t>(m.weights.cfg.n_layers),
+                pcfg, o.sink + o.recent, need_h2o, profile_dir, {}, depthkv::budget_scope::all_layers,
+                depthkv::local_layers::skip};
+  c.attention = minillama::attention_of(m.weights.cfg);
+  c.scope = o.budget_scope == "global" ? depthkv::budget_scope::global_layers : depthkv::budget_scope::all_layers;
+  c.local = o.profile_local_layers ? depthkv::local_layers::profile : depthkv::local_layers::skip;
+  return c;
 }
 
 }  // namespace eval

@@ -2,12 +2,15 @@
 // tokenizer, the data sets, and the settings every later step shares (run_context).
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "cli/args.hpp"
+#include "depthkv/budget/allocate.hpp"
+#include "depthkv/budget/profiler.hpp"
 #include "depthkv/score/policies.hpp"
 #include "minillama/eval_data.hpp"
 #include "minillama/model.hpp"
@@ -60,6 +63,20 @@ struct run_context {
   std::size_t min_keep = 0;     // per-layer minimum of every allocation: the protected rows
   bool need_h2o = false;        // prefills record the attention column sums H2O scores with
   std::string profile_dir;      // --profile-dir, else --out
+  // Hybrid models: [layer] how it attends (empty: every layer global), what budgets cover, and
+  // whether profiles measure the sliding layers.
+  std::vector<depthkv::layer_attention> attention;
+  depthkv::budget_scope scope = depthkv::budget_scope::all_layers;
+  depthkv::local_layers local = depthkv::local_layers::skip;
+
+  bool hybrid() const noexcept { return !attention.empty(); }
+  bool is_local(std::size_t layer) const noexcept { return hybrid() && attention[layer].is_sliding(); }
+  // Whether profiles have points for `layer` (not a skipped sliding layer).
+  bool profiled(std::size_t layer) const noexcept { return !is_local(layer) || local == depthkv::local_layers::profile; }
+  // Tokens `layer` holds after a prefill of n tokens (a sliding layer: its window).
+  std::size_t length_after(std::size_t layer, std::size_t n) const noexcept {
+    return is_local(layer) ? std::min(n, attention[layer].window->value) : n;
+  }
 };
 // Also creates --out and --profile-dir.
 run_context make_context(const dcli::eval_options& o, const loaded_model& m);

@@ -37,11 +37,18 @@ std::optional<sensitivity_profile> load_current(const run_context& c, const std:
 
 // Reused when every layer has every requested ratio (or, for an explicit --profile, any complete
 // profile); otherwise the missing points are measured (resuming a crash).
+// Every layer the profiles measure has points (a hybrid model's skipped sliding layers need none).
+bool complete_for(const run_context& c, const sensitivity_profile& pr) {
+  for (std::size_t l = 0; l < c.n_layers; ++l)
+    if (c.profiled(l) && pr.points(l).empty()) return false;
+  return true;
+}
+
 bool reusable(const run_context& c, const sensitivity_profile& pr) {
-  bool all_points = pr.complete();
+  bool all_points = complete_for(c, pr);
   for (std::size_t l = 0; all_points && l < c.n_layers; ++l)
-    for (double r : c.o.ratios) all_points = all_points && pr.has_point(l, r);
-  return all_points || (pr.complete() && !c.o.profile.empty());
+    for (double r : c.o.ratios) all_points = all_points && (!c.profiled(l) || pr.has_point(l, r));
+  return all_points || (complete_for(c, pr) && !c.o.profile.empty());
 }
 
 // Policy p's ablation profile from its file, into s.ablation (complete) or `partial` (to
@@ -94,7 +101,10 @@ bool find_proxies(const run_context& c, profile_set& s) {
     std::string& path = s.proxy_path[name] = c.profile_dir + "/profile_" + name + ".csv";
     if (!requested(c.o, a.name)) continue;
     if (file_exists(path)) {
-      if (std::optional<sensitivity_profile> pr = load_current(c, path, false)) s.proxy[name] = std::move(*pr);
+      std::optional<sensitivity_profile> pr = load_current(c, path, c.hybrid());
+      if (pr && !complete_for(c, *pr))
+        DEPTHKV_CHECK(false, "eval", "profile '", path, "' lacks points of a layer this model's profiles measure");
+      if (pr) s.proxy[name] = std::move(*pr);
       else path = c.o.out + "/profile_" + name + ".csv";
     }
     missing = missing || !s.proxy.count(name);
@@ -140,12 +150,14 @@ std::map<std::string, sensitivity_profile> measure_proxies(const run_context& c,
   depthkv::squeeze_profiler squeeze(c.n_layers);
   std::vector<float> buf;
   for (std::size_t l = 0; l < c.n_layers; ++l)
-    for (std::size_t i = 0; i < ev.size(); ++i) {
+    for (std::size_t i = 0; i < ev.size() && c.profiled(l); ++i) {
       const minillama::layer_record& rec = ev.prefilled(i).record(l);
       cake.add_layer(l, window_of(rec, buf));
       squeeze.add_mean_cosine(l, rec.cos_attention);  // the engine records the mean cosine itself
     }
-  std::map<std::string, sensitivity_profile> m{{"cake", cake.result()}, {"squeeze", squeeze.result()}};
+  const depthkv::span<const depthkv::layer_attention> att(c.attention);
+  std::map<std::string, sensitivity_profile> m{{"cake", cake.result(att, c.local)},
+                                               {"squeeze", squeeze.result(att, c.local)}};
   for (auto& [name, pr] : m) {
     pr.model = c.model_name;
     pr.calibration_tokens = calib_tokens;
@@ -174,6 +186,10 @@ sensitivity_profile measure_ablation(const run_context& c, const minillama::kl_e
                                      const std::string& path, sensitivity_profile resume, std::size_t calib_tokens) {
   depthkv::ablation_options ao;
   ao.keep_ratios = c.o.ratios;
+  ao.attention = c.attention;
+  ao.local = c.local;
+  std::size_t profiled = 0;
+  for (std::size_t l = 0; l < c.n_layers; ++l) profiled += c.profiled(l);
   if (resume.n_layers() == 0) {
     resume = sensitivity_profile(c.n_layers);
     resume.model = c.model_name;
@@ -181,7 +197,7 @@ sensitivity_profile measure_ablation(const run_context& c, const minillama::kl_e
     resume.policy = p;
     resume.calibration_tokens = calib_tokens;
   }
-  progress_bar bar(!c.o.quiet, c.n_layers * ao.keep_ratios.size(), "profile " + p);
+  progress_bar bar(!c.o.quiet, profiled * ao.keep_ratios.size(), "profile " + p);
   std::size_t done = 0;
   auto loss = minillama::make_kl_loss(ev, p, c.pcfg, c.min_keep);
   sensitivity_profile pr = depthkv::profile_ablation(
@@ -255,8 +271,11 @@ void print_ablation_profiles(const profile_set& s, std::size_t n_layers) {
     for (double r : {0.1, 0.2, 0.4}) std::fprintf(stderr, " %.1f", r);
     std::fprintf(stderr, "\n");
     for (std::size_t l = 0; l < n_layers; ++l)
-      std::fprintf(stderr, "  layer %zu: %.4g %.4g %.4g\n", l, pr.delta_at(l, 0.1), pr.delta_at(l, 0.2),
-                   pr.delta_at(l, 0.4));
+      if (pr.points(l).empty())
+        std::fprintf(stderr, "  layer %zu: not profiled (sliding window)\n", l);
+      else
+        std::fprintf(stderr, "  layer %zu: %.4g %.4g %.4g\n", l, pr.delta_at(l, 0.1), pr.delta_at(l, 0.2),
+                     pr.delta_at(l, 0.4));
   }
 }
 

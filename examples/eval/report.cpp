@@ -43,7 +43,8 @@ void write_result_row(std::ofstream& f, const cell& x, const std::vector<cell>& 
     << fmt(acc.mean) << ',' << fmt(acc.lo) << ',' << fmt(acc.hi) << ',' << x.correct << ',' << x.queries << ','
     << fmt(x.predicted) << ',';
   const interval d = kl_minus_uniform(x, cells);
-  f << fmt(d.mean) << ',' << fmt(d.lo) << ',' << fmt(d.hi) << ',' << csv_safe(x.note) << '\n';
+  f << fmt(d.mean) << ',' << fmt(d.lo) << ',' << fmt(d.hi) << ',' << fmt(x.kv_bytes_local / n, "%.0f") << ','
+    << fmt((x.kv_bytes - x.kv_bytes_local) / n, "%.0f") << ',' << csv_safe(x.note) << '\n';
 }
 
 void write_results(const std::string& path, const run_context& c, const std::vector<sample>& test,
@@ -56,7 +57,7 @@ void write_results(const std::string& path, const run_context& c, const std::vec
     << o.seed << "; CIs: mean +- 1.96 sd/sqrt(n) over sequences (clamped to KL >= 0 and accuracy in [0,1])\n";
   f << "policy,allocator,keep_ratio,kept_tokens,total_tokens,kv_bytes,kv_bytes_full,kv_fraction,n_seqs,"
        "kl,kl_lo,kl_hi,nll,nll_lo,nll_hi,ppl,ppl_lo,ppl_hi,acc,acc_lo,acc_hi,correct,queries,predicted_kl,"
-       "kl_minus_uniform,kl_minus_uniform_lo,kl_minus_uniform_hi,note\n";
+       "kl_minus_uniform,kl_minus_uniform_lo,kl_minus_uniform_hi,kv_bytes_local,kv_bytes_global,note\n";
   write_result_row(f, g.full, g.cells);
   for (const cell& x : g.cells) write_result_row(f, x, g.cells);
   if (!f) die("write to '" + path + "' failed");
@@ -68,7 +69,8 @@ void write_allocations(const std::string& path, const run_context& c, const std:
   std::ofstream f(path);
   if (!f) die("cannot write '" + path + "'");
   f << "policy,allocator,keep_ratio,layer,length,keep\n";
-  const std::vector<std::size_t> lengths(c.n_layers, test[0].prefix);
+  std::vector<std::size_t> lengths(c.n_layers);
+  for (std::size_t l = 0; l < c.n_layers; ++l) lengths[l] = c.length_after(l, test[0].prefix);
   for (const cell& x : g.cells) {
     if (!x.note.empty()) continue;
     const auto& keep = alloc.get(x, lengths);
@@ -108,6 +110,27 @@ void print_policy_table(const dcli::eval_options& o, const std::vector<cell>& ce
   }
 }
 
+// Hybrid models: per allocator and budget, the KV bytes kept by the sliding-window (local) and
+// the global layers, mean per sequence.
+void print_bytes_table(const dcli::eval_options& o, const std::vector<cell>& cells, const std::string& p) {
+  std::printf("\npolicy %s: KV KiB kept per sequence, sliding-window layers + global layers\n", p.c_str());
+  std::printf("%-13s", "allocator");
+  for (double b : o.budgets) std::printf(" | %-17s", (fmt(100 * b, "%.0f") + "% kept").c_str());
+  std::printf("\n");
+  for (const auto& a : o.allocators) {
+    std::printf("%-13s", a.c_str());
+    for (double b : o.budgets) {
+      const cell* x = find_cell(cells, p, a, b);
+      const double n = x ? static_cast<double>(std::max<std::size_t>(x->kl.size(), 1)) : 1.0;
+      std::string e = "skipped";
+      if (x && x->note.empty())
+        e = fmt(x->kv_bytes_local / n / 1024, "%.1f") + " + " + fmt((x->kv_bytes - x->kv_bytes_local) / n / 1024, "%.1f");
+      std::printf(" | %-17s", e.c_str());
+    }
+    std::printf("\n");
+  }
+}
+
 }  // namespace
 
 output_files write_outputs(const run_context& c, const std::vector<sample>& test, const grid_result& g,
@@ -125,6 +148,9 @@ void print_summary(const dcli::eval_options& o, const grid_result& g, std::size_
               fnll.mean, std::exp(fnll.mean), g.full.queries ? fmt(100 * facc.mean, "%.1f%%").c_str() : "n/a",
               g.full.correct, g.full.queries, n_test);
   for (const auto& p : o.policies) print_policy_table(o, g.cells, p);
+  const bool hybrid = std::any_of(g.cells.begin(), g.cells.end(), [](const cell& x) { return x.kv_bytes_local > 0; });
+  if (hybrid)
+    for (const auto& p : o.policies) print_bytes_table(o, g.cells, p);
   std::string prof_list;
   for (const auto& u : profiles.files_used(o)) prof_list += (prof_list.empty() ? "" : ", ") + u;
   std::printf("\nresults: %s (every cell), allocations: %s%s%s\n", files.results.c_str(), files.allocations.c_str(),

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "depthkv/budget/allocate.hpp"
 #include "depthkv/prune.hpp"
 #include "depthkv/prune_paged.hpp"
 #include "depthkv/score/policies.hpp"
@@ -18,6 +19,19 @@
 #include "minillama/session.hpp"
 
 namespace minillama {
+
+// How each layer of the model attends, as depthkv's allocators take it: empty when every layer
+// is global, else [layer] global() or sliding(window) (a hybrid model's local layers).
+inline std::vector<depthkv::layer_attention> attention_of(const config& c) {
+  std::vector<depthkv::layer_attention> a;
+  if (!c.has_local_layers()) return a;
+  for (std::size_t l = 0; l < static_cast<std::size_t>(c.n_layers); ++l) {
+    const int W = c.window(l);
+    a.push_back(W > 0 ? depthkv::layer_attention::sliding(depthkv::window_tokens{static_cast<std::size_t>(W)})
+                      : depthkv::layer_attention::global());
+  }
+  return a;
+}
 
 // Dense [n_heads][w][head_dim] copy of a record's window queries, in the form depthkv wants.
 struct window_query_buffer {
