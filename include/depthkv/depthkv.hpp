@@ -39,3 +39,4 @@
 // pipeline
 #include "depthkv/prune.hpp"
 #include "depthkv/prune_paged.hpp"
+#include "depthkv/decode.hpp"

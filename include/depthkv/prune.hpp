@@ -350,7 +350,9 @@ void prune(kv_cache<T>& cache, span<const std::size_t> keep_per_layer, const Pol
 
 /// Decode-time eviction: if any head of `layer` holds more than `budget` rows, prunes the layer
 /// back to `budget` (H2O's one-in-one-out loop when called after every appended token).
-/// Returns whether it pruned. Errors and thread safety as prune_layer.
+/// Returns whether it pruned. Errors and thread safety as prune_layer. Each call past the budget
+/// scores and compacts the whole layer: O(length) per token; the overload with enforce_options
+/// (and decode_evictor, decode.hpp) batches evictions for an amortised O(1) rows per token.
 template <class T, class Policy>
 bool enforce_budget(kv_cache<T>& cache, std::size_t layer, std::size_t budget, const Policy& policy,
                     prune_workspace& ws, const layer_queries& queries = {}, const prune_options& opt = {}) {
@@ -358,6 +360,45 @@ bool enforce_budget(kv_cache<T>& cache, std::size_t layer, std::size_t budget, c
   DEPTHKV_CHECK(layer < cache.n_layers(), "depthkv::enforce_budget", "layer ", layer, " out of range (n_layers ",
                 cache.n_layers(), ")");
   if (cache.max_length(layer) <= budget) return false;
+  prune_layer(cache, layer, budget, policy, ws, queries, opt);
+  return true;
+}
+
+/// Whether `layer` of `cache` holds more rows than `limit` tokens per kv head allow: some head
+/// above `limit` (per_head and shared granularity), or more than limit * n_kv_heads rows in all
+/// (adaptive, whose heads differ in length by design; limit * n_kv_heads saturates). The trigger
+/// of batch eviction (enforce_budget with enforce_options, decode_evictor in decode.hpp).
+/// Errors: depthkv::error for a bad layer. Complexity: O(n_kv_heads), no allocation.
+template <class T>
+bool over_budget(const kv_cache<T>& cache, std::size_t layer, std::size_t limit,
+                 granularity mode = granularity::per_head) {
+  DEPTHKV_CHECK(layer < cache.n_layers(), "depthkv::over_budget", "layer ", layer, " out of range (n_layers ",
+                cache.n_layers(), ")");
+  if (mode != granularity::adaptive) return cache.max_length(layer) > limit;
+  std::size_t total = 0;  // <= n_kv_heads * max_tokens; saturating all the same
+  for (std::size_t h = 0; h < cache.n_kv_heads(); ++h) total = detail::sat_add(total, cache.length(layer, h));
+  return total > detail::sat_mul(limit, cache.n_kv_heads());
+}
+
+/// Batch eviction for enforce_budget: a layer may hold up to `slack` rows per kv head beyond
+/// its budget before it is pruned back to the budget in one pass. slack = 0 is the
+/// one-in-one-out loop. See decode.hpp for the amortised cost and where batching changes
+/// which tokens are kept.
+struct enforce_options {
+  std::size_t slack = 0;  ///< rows per kv head allowed beyond the budget (budget + slack saturates)
+};
+
+/// Batch decode-time eviction: if `layer` is over_budget(cache, layer, budget + eo.slack,
+/// opt.mode), prunes it back to `budget` (prune_layer) and returns true; else returns false
+/// and touches nothing. With eo.slack = 0 and per_head or shared granularity this is the
+/// enforce_budget above; in adaptive mode the trigger is the layer's total (see over_budget)
+/// where the overload above looks at the longest head. Errors and thread safety as prune_layer.
+template <class T, class Policy>
+bool enforce_budget(kv_cache<T>& cache, std::size_t layer, std::size_t budget, const enforce_options& eo,
+                    const Policy& policy, prune_workspace& ws, const layer_queries& queries = {},
+                    const prune_options& opt = {}) {
+  DEPTHKV_REQUIRE_POLICY(Policy);
+  if (!over_budget(cache, layer, detail::sat_add(budget, eo.slack), opt.mode)) return false;
   prune_layer(cache, layer, budget, policy, ws, queries, opt);
   return true;
 }
