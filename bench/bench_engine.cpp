@@ -53,7 +53,9 @@ std::unique_ptr<session> filled_session(std::size_t context, int keep_pct) {
   s->set_position(context);
   const std::size_t keep = context * static_cast<std::size_t>(keep_pct) / 100;
   if (keep < context) {
-    s->prune(make_count_pruner(std::vector<std::size_t>(s->cache().n_layers(), keep), selection::streaming, 4, 0));
+    depthkv::policy_config sink4;
+    sink4.n_sink = 4;
+    prune_with_policy(*s, std::vector<std::size_t>(s->cache().n_layers(), keep), "streaming", sink4);
   }
   return s;
 }

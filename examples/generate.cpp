@@ -28,6 +28,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -177,12 +178,13 @@ int main(int argc, char** argv) {
       window = toks.size();
     }
     // Decode-time eviction: the evictor runs after every layer's attention, prefill included.
-    minillama::h2o_evictor h2o_ev(keep, n_recent);
-    minillama::streaming_evictor stream_ev(keep, n_sink);
+    std::optional<minillama::h2o_evictor> h2o_ev;
+    std::optional<minillama::streaming_evictor> stream_ev;
     minillama::forward_options step;
     if (evict) {
       step.column_sums = policy == "h2o";
-      step.hook = policy == "h2o" ? h2o_ev.hook() : stream_ev.hook();
+      if (policy == "h2o") step.hook = h2o_ev.emplace(keep, n_recent).hook();
+      else step.hook = stream_ev.emplace(keep, n_sink).hook();
     }
     minillama::forward_options pre = step;
     pre.window = window;

@@ -9,6 +9,7 @@
 #include "minillama/evict.hpp"
 #include "minillama/eval.hpp"
 #include "minillama/model.hpp"
+#include "minillama/policy_prune.hpp"
 #include "minillama/session.hpp"
 #include "test_util.hpp"
 
@@ -161,9 +162,12 @@ TEST_CASE("engine: keep ratio 1.0 through the prune path is bit-identical", "[en
   a.prefill(depthkv::span<const int>(toks.data(), 16), pre);
   b.prefill(depthkv::span<const int>(toks.data(), 16), pre);
   const std::vector<double> ones(2, 1.0);
-  for (auto sel : {selection::streaming, selection::window_attention}) {
+  for (const char* policy : {"streaming", "snapkv"}) {
     session c = b;
-    c.prune(make_count_pruner(keep_counts(c.cache(), ones), sel));
+    depthkv::policy_config cfg;
+    cfg.n_sink = 4;
+    cfg.n_recent = 4;
+    prune_with_policy(c, keep_counts(c.cache(), ones), policy, cfg);
     session a2 = a;
     for (std::size_t t = 16; t < toks.size(); ++t) {
       const vector x = a2.decode(toks[t]), y = c.decode(toks[t]);
@@ -184,7 +188,9 @@ TEST_CASE("engine: attention over pruned heads matches a masked reference", "[en
   s.prefill(toks);
   const std::size_t before = s.cache().bytes_reserved();
   const std::vector<double> half(2, 0.5);
-  s.prune(make_count_pruner(keep_counts(s.cache(), half), selection::streaming, 2));
+  depthkv::policy_config sink2;
+  sink2.n_sink = 2;
+  prune_with_policy(s, keep_counts(s.cache(), half), "streaming", sink2);
   CHECK(s.cache().length(0) == 20);
   CHECK(s.cache().positions(0, 0)[0] == 0);
   CHECK(s.cache().positions(0, 0)[2] == 22);
@@ -196,7 +202,6 @@ TEST_CASE("engine: attention over pruned heads matches a masked reference", "[en
   CHECK(s.cache().length(0) == 21);
 }
 
-#include "minillama/policy_prune.hpp"
 
 TEST_CASE("engine: depthkv policies through the prune hook", "[engine][prune][policy]") {
   const model m = make_random_model(tiny_config(), 31);
@@ -241,7 +246,9 @@ TEST_CASE("engine: decode-time eviction keeps per-head budgets", "[engine][evict
   const model m = make_random_model(tiny_config(), 41);
   const auto toks = tokens_for(40, m.cfg.vocab_size, 8);
   SECTION("streaming: sink + most recent, positions as expected") {
-    streaming_evictor ev({12, 6}, 2);
+    depthkv::decode_options one_at_a_time;
+    one_at_a_time.slack = depthkv::decode_slack::tokens(0);
+    streaming_evictor ev({12, 6}, 2, one_at_a_time);
     forward_options o;
     o.hook = ev.hook();
     session s(m);
@@ -254,7 +261,9 @@ TEST_CASE("engine: decode-time eviction keeps per-head budgets", "[engine][evict
     CHECK((p[0] == 0 && p[1] == 1 && p[2] == 36 && p[5] == 39));
   }
   SECTION("h2o: heads evict independently and keep the heaviest rows") {
-    h2o_evictor ev({10, 10}, 3);
+    depthkv::decode_options one_at_a_time;
+    one_at_a_time.slack = depthkv::decode_slack::tokens(0);
+    h2o_evictor ev({10, 10}, 3, one_at_a_time);
     forward_options o;
     o.column_sums = true;
     o.hook = ev.hook();

@@ -49,8 +49,8 @@ generate_options parse_generate_args(int argc, const char* const* argv) {
   p.flag("--no-dummy-prefix", o.dummy_prefix, false, "no sentencepiece-style leading space (character vocabularies)");
   p.flag("--ids", o.ids, true, "the prompt is a list of token ids (\"1 45 9\"), output ids too");
   p.flag("--evict", o.evict, true,
-         "also hold every layer at its budget during decode (policy h2o or streaming; the engine's "
-         "evictors, per-head lengths for h2o)");
+         "also hold every layer at its budget during decode (policy h2o or streaming; depthkv's "
+         "decode_evictor: a layer over its budget by 1/16 is pruned back to it in one pass; per-head lengths for h2o)");
   p.footer(
       "Examples:\n"
       "  generate --model model.bin --tokenizer tokenizer.bin --prompt \"Once upon a time\"\n"

@@ -1,14 +1,17 @@
-// minillama pruning glue: turns keep counts into depthkv retain calls, with the scoring the
-// engine can do by itself (streaming by position; observation-window attention, SnapKV-like
-// without pooling), and decode-time evictors (streaming, H2O) that keep per-head lengths.
-// These are the engine side of the hooks; depthkv's own policies plug in the same way.
+// minillama decode-time eviction: layer hooks over depthkv's decode API (include/depthkv/decode.hpp),
+// run after every layer's attention in every forward call (prefill and decode), holding each
+// layer at its budget with amortised (batch) eviction. The engine adds only what it knows: the
+// attention mass its forward pass recorded (layer_record::column_sums) for H2O.
 #pragma once
 
 #include <cstddef>
-#include <string>
+#include <optional>
 #include <vector>
 
 #include "depthkv/cache/kv_cache.hpp"
+#include "depthkv/decode.hpp"
+#include "depthkv/prune.hpp"
+#include "depthkv/score/policies.hpp"
 #include "depthkv/types.hpp"
 #include "minillama/session.hpp"
 
@@ -19,48 +22,38 @@ namespace minillama {
 std::vector<std::size_t> keep_counts(const depthkv::kv_cache<float>& cache, depthkv::span<const double> ratios,
                                      std::size_t min_keep = 1);
 
-// Rows to keep of one head of n rows: the first n_sink and the last keep - n_sink (ascending).
-std::vector<depthkv::index_t> keep_streaming(std::size_t n, std::size_t keep, std::size_t n_sink);
-
-// Score of each row of kv head g of the record's layer: attention mass from the observation
-// window (summed over window queries and the query heads of the group). rows: the head's length.
-std::vector<float> window_scores(const layer_record& rec, std::size_t g, std::size_t group, std::size_t rows);
-
-enum class selection { streaming, window_attention };
-selection parse_selection(const std::string& name);  // "streaming" | "window" (throws depthkv::error)
-
-// A layer_hook that keeps keep[layer] rows of every head of every layer, chosen by `sel`
-// (always keeping the first n_sink and last n_recent rows). A count >= the length keeps all
-// rows (a no-op: bit-identical results). window_attention needs forward_options.window > 0.
-layer_hook make_count_pruner(std::vector<std::size_t> keep, selection sel, std::size_t n_sink = 4,
-                             std::size_t n_recent = 8);
-
-// Decode-time eviction, used as forward_options.hook on every call (prefill and decode).
-// Streaming: each head keeps at most budget[layer] rows: the first n_sink and the most recent.
+// Streaming (StreamingLLM): each head keeps the first n_sink rows and the most recent, at most
+// budget[layer] + slack rows, pruned back to budget[layer] when over (depthkv::streaming).
 class streaming_evictor {
  public:
-  streaming_evictor(std::vector<std::size_t> budget, std::size_t n_sink);
+  streaming_evictor(std::vector<std::size_t> budget, std::size_t n_sink, depthkv::decode_options opt = {});
   void operator()(std::size_t layer, depthkv::kv_cache<float>& cache, const layer_record& rec);
   layer_hook hook() { return [this](std::size_t l, depthkv::kv_cache<float>& c, const layer_record& r) { (*this)(l, c, r); }; }
 
  private:
   std::vector<std::size_t> budget_;
-  std::size_t n_sink_;
+  depthkv::decode_evictor<depthkv::streaming> ev_;
+  depthkv::prune_workspace ws_;
 };
 
 // H2O: accumulates the attention mass each cached row receives (needs forward_options.column_sums)
-// and keeps, per head, the budget[layer] rows with the most mass plus the n_recent newest.
-// Heads evict independently, so their lengths differ.
+// into a depthkv::h2o_state and keeps, per head, the rows with the most mass plus the n_recent
+// newest (depthkv::h2o), at most budget[layer] + slack rows. Heads evict independently.
 class h2o_evictor {
  public:
-  h2o_evictor(std::vector<std::size_t> budget, std::size_t n_recent);
+  h2o_evictor(std::vector<std::size_t> budget, std::size_t n_recent, depthkv::decode_options opt = {});
+  h2o_evictor(const h2o_evictor&) = delete;  // the evictor's policy points into state_
+  h2o_evictor& operator=(const h2o_evictor&) = delete;
   void operator()(std::size_t layer, depthkv::kv_cache<float>& cache, const layer_record& rec);
   layer_hook hook() { return [this](std::size_t l, depthkv::kv_cache<float>& c, const layer_record& r) { (*this)(l, c, r); }; }
 
  private:
   std::vector<std::size_t> budget_;
   std::size_t n_recent_;
-  std::vector<std::vector<std::vector<float>>> acc_;  // [layer][head][row]
+  depthkv::decode_options opt_;
+  depthkv::h2o_state state_;  // sized on the first call (the cache's shape)
+  std::optional<depthkv::decode_evictor<depthkv::h2o>> ev_;  // built with state_ on the first call
+  depthkv::prune_workspace ws_;
 };
 
 }  // namespace minillama
