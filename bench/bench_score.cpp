@@ -218,6 +218,62 @@ BENCHMARK_TEMPLATE(BM_window, float)->Apply(window_args);
 BENCHMARK_TEMPLATE(BM_window, f16)->Apply(window_args);
 BENCHMARK_TEMPLATE(BM_window, bf16)->Apply(window_args);
 
+// window_hybrid/<keys>/<isa>/w/d/n/g/W/cap: window_scores with a sliding window of W positions
+// and / or a logit soft-cap (W = 0, cap = 0: unset), the window's queries being the last w keys.
+// GFLOPs counts the logits GEMM of the keys some query sees (2 * g * w * min(n, W + w - 1) *
+// head_dim per call), so a short window shows as fewer microseconds, not more GFLOPs.
+template <class T>
+void BM_window_hybrid(benchmark::State& st) {
+  const isa p = st.range(0) == dispatched_arg ? active_isa() : static_cast<isa>(st.range(0));
+  const auto w = static_cast<std::size_t>(st.range(1)), d = static_cast<std::size_t>(st.range(2)),
+             n = static_cast<std::size_t>(st.range(3)), gq = static_cast<std::size_t>(st.range(4)),
+             W = static_cast<std::size_t>(st.range(5));
+  const auto cap = static_cast<float>(st.range(6));
+  if (!isa_supported(p)) {
+    st.SkipWithError("isa not supported here");
+    return;
+  }
+  const scoped_isa use(p);
+  std::mt19937 g(7);
+  std::normal_distribution<float> nd;
+  std::vector<float> q(gq * w * d);
+  std::vector<T> k(n * d);
+  for (auto& x : q) x = nd(g);
+  for (auto& x : k) x = T(nd(g));
+  const window_queries wq = window_queries::dense(q.data(), kv_shape(heads{gq}, tokens{w}, dim{d}));
+  const rows_view<const T> keys{k.data(), n, d, static_cast<std::ptrdiff_t>(d)};
+  std::vector<float> out(n);
+  window_scratch ws;
+  window_options o;
+  if (W > 0) o.sliding_window = W;
+  if (cap > 0.f) o.soft_cap = cap;
+  const std::size_t seen = W > 0 ? std::min(n, W + w - 1) : n;
+  const double peak = measured_peak();
+  const double t0 = thread_seconds();
+  for (auto _ : st) {
+    window_scores(wq, 1, 0, keys, {}, out, ws, o);
+    benchmark::DoNotOptimize(out.data());
+  }
+  const double gflops =
+      2.0 * double(gq * w) * double(seen) * double(d) * double(st.iterations()) * 1e-9 / (thread_seconds() - t0);
+  st.counters["GFLOPs"] = gflops;
+  st.counters["pct_peak"] = 100.0 * gflops / peak;
+  st.SetItemsProcessed(static_cast<int64_t>(st.iterations() * n));
+  st.SetLabel(std::string(element_name<T>()) + " " + isa_name(p) + (st.range(0) == dispatched_arg ? " (dispatched)" : ""));
+}
+
+void window_hybrid_args(benchmark::internal::Benchmark* b) {
+  // issue #14's shape (GQA 4, w 32, head_dim 128) over 32K keys: plain, soft-cap 50 (Gemma 2),
+  // sliding window 4096 (Gemma 2 local layers), both; the portable path at 8K keys.
+  for (int W : {0, 4096})
+    for (int cap : {0, 50}) b->Args({dispatched_arg, 32, 128, 32768, 4, W, cap});
+  for (int cap : {0, 50}) b->Args({int(isa::scalar), 32, 128, 8192, 4, 0, cap});
+  b->ArgNames({"isa", "w", "d", "n", "g", "W", "cap"});
+  b->Unit(benchmark::kMicrosecond);
+}
+BENCHMARK_TEMPLATE(BM_window_hybrid, float)->Apply(window_hybrid_args);
+BENCHMARK_TEMPLATE(BM_window_hybrid, f16)->Apply(window_hybrid_args);
+
 // ------------------------------------------------------------------------------ kernel parts
 // The window kernel's two parts measured apart with its own code (AVX-512 traits), to bound
 // what the whole kernel can reach: pct_peak <= gemm_pct / (1 + softmax cost per logit / GEMM

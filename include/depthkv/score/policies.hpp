@@ -49,10 +49,17 @@ struct score_scratch {
 
 namespace detail {
 
+/// The attention knobs snapkv and tova pass to window_scores (see window_options).
+struct attention_knobs {
+  std::optional<float> scale{};
+  std::optional<std::size_t> sliding_window{};
+  std::optional<float> soft_cap{};
+};
+
 /// Checks that window_scores will accept the last `w` (unset: all) of the layer's queries for this head.
 template <class T>
 void check_queries(const char* where, const head_input<T>& in, std::optional<std::size_t> w,
-                   std::optional<float> scale) {
+                   const attention_knobs& knobs) {
   DEPTHKV_CHECK(in.queries != nullptr && !in.queries->empty(), where, "needs the layer's window queries (layer ",
                 in.layer, ")");
   DEPTHKV_CHECK(!w || (*w > 0 && *w <= in.queries->w), where, "window ", w.value_or(0), " must be in [1, ",
@@ -61,7 +68,9 @@ void check_queries(const char* where, const head_input<T>& in, std::optional<std
                 "query_positions has ", in.query_positions.size(), " entries, expected ", in.queries->w);
   const std::size_t used = w.value_or(in.queries->w);
   window_options o;
-  o.scale = scale;
+  o.scale = knobs.scale;
+  o.sliding_window = knobs.sliding_window;
+  o.soft_cap = knobs.soft_cap;
   if (!in.query_positions.empty())
     o.query_positions = in.query_positions.subspan(in.query_positions.size() - used, used);
   check_window_args(where, in.queries->last(used), in.n_kv_heads, in.kv_head, in.keys, in.positions,
@@ -69,10 +78,12 @@ void check_queries(const char* where, const head_input<T>& in, std::optional<std
 }
 
 template <class T>
-window_options window_opts(const head_input<T>& in, gqa_reduce reduce, std::optional<float> scale) {
+window_options window_opts(const head_input<T>& in, gqa_reduce reduce, const attention_knobs& knobs) {
   window_options o;
   o.reduce = reduce;
-  o.scale = scale;
+  o.scale = knobs.scale;
+  o.sliding_window = knobs.sliding_window;
+  o.soft_cap = knobs.soft_cap;
   o.query_positions = in.query_positions;
   return o;
 }
@@ -81,7 +92,10 @@ window_options window_opts(const head_input<T>& in, gqa_reduce reduce, std::opti
 
 /// SnapKV: attention of the last `window` queries (unset: all given ones) to each cached token,
 /// summed over the window, reduced over the GQA group, then pooled (kernel 5, avg by default).
-/// Protect the window itself with n_recent >= window (the SnapKV recipe).
+/// Protect the window itself with n_recent >= window (the SnapKV recipe). For a layer with a
+/// sliding window (Mistral, Gemma 2/3 local layers) or logit soft-cap (Gemma 2) set
+/// sliding_window / soft_cap as the model does, so the scores are that layer's real attention
+/// (window_options: the window is by position, p - k < sliding_window).
 struct snapkv {
   static constexpr const char* name = "snapkv";
   std::size_t n_sink = 0;
@@ -91,18 +105,20 @@ struct snapkv {
   pool_kind pool = pool_kind::avg;
   gqa_reduce reduce = gqa_reduce::mean;
   std::optional<float> scale{};  ///< unset: 1/sqrt(head_dim)
+  std::optional<std::size_t> sliding_window{};  ///< W >= 1 positions; unset: causal only
+  std::optional<float> soft_cap{};              ///< logit cap (finite, > 0); unset: none
 
   template <class T>
   void check(const head_input<T>& in) const {
     constexpr const char* where = "depthkv::snapkv";
     DEPTHKV_CHECK(kernel % 2 == 1, where, "pooling kernel must be odd, got ", kernel);
-    detail::check_queries(where, in, window, scale);
+    detail::check_queries(where, in, window, knobs());
   }
   template <class T>
   void score(const head_input<T>& in, span<float> out, score_scratch& s) const {
     const std::size_t w = window.value_or(in.queries->w);
     const window_queries q = in.queries->last(w);
-    window_options o = detail::window_opts(in, reduce, scale);
+    window_options o = detail::window_opts(in, reduce, knobs());
     if (!o.query_positions.empty()) o.query_positions = o.query_positions.subspan(o.query_positions.size() - w, w);
     window_scores(q, in.n_kv_heads, in.kv_head, in.keys, in.positions, out, s.window, o);
     if (pool != pool_kind::none && kernel > 1) {
@@ -111,25 +127,30 @@ struct snapkv {
       pool1d(span<const float>(out.data(), n), out.first(n), kernel, pool, span<float>(s.pool));
     }
   }
+  detail::attention_knobs knobs() const { return {scale, sliding_window, soft_cap}; }
 };
 
-/// TOVA: attention of the last query only, averaged over the query heads of the group.
+/// TOVA: attention of the last query only, averaged over the query heads of the group
+/// (sliding_window / soft_cap: as in snapkv; with a window, tokens outside it score 0).
 struct tova {
   static constexpr const char* name = "tova";
   std::size_t n_sink = 0;
   std::size_t n_recent = 0;
   std::optional<float> scale{};  ///< unset: 1/sqrt(head_dim)
+  std::optional<std::size_t> sliding_window{};  ///< W >= 1 positions; unset: causal only
+  std::optional<float> soft_cap{};              ///< logit cap (finite, > 0); unset: none
 
   template <class T>
   void check(const head_input<T>& in) const {
-    detail::check_queries("depthkv::tova", in, std::size_t{1}, scale);
+    detail::check_queries("depthkv::tova", in, std::size_t{1}, knobs());
   }
   template <class T>
   void score(const head_input<T>& in, span<float> out, score_scratch& s) const {
-    window_options o = detail::window_opts(in, gqa_reduce::mean, scale);
+    window_options o = detail::window_opts(in, gqa_reduce::mean, knobs());
     if (!o.query_positions.empty()) o.query_positions = o.query_positions.subspan(o.query_positions.size() - 1, 1);
     window_scores(in.queries->last(1), in.n_kv_heads, in.kv_head, in.keys, in.positions, out, s.window, o);
   }
+  detail::attention_knobs knobs() const { return {scale, sliding_window, soft_cap}; }
 };
 
 /// StreamingLLM: keeps the first n_sink and the most recent tokens: with keep k, n_sink sinks +
@@ -386,6 +407,9 @@ struct policy_config {
   gqa_reduce reduce = gqa_reduce::mean;
   std::uint64_t seed = 0;           ///< random
   h2o_state* state = nullptr;       ///< h2o
+  std::optional<float> scale{};     ///< snapkv, tova: softmax scale; unset: 1/sqrt(head_dim)
+  std::optional<std::size_t> sliding_window{};  ///< snapkv, tova: see window_options; unset: none
+  std::optional<float> soft_cap{};  ///< snapkv, tova: see window_options; unset: none
 };
 
 /// Parses a policy name; throws depthkv::error listing the valid names.
@@ -409,6 +433,9 @@ decltype(auto) visit_policy(policy_id id, const policy_config& cfg, F&& f) {
       p.kernel = cfg.kernel;
       p.pool = cfg.pool;
       p.reduce = cfg.reduce;
+      p.scale = cfg.scale;
+      p.sliding_window = cfg.sliding_window;
+      p.soft_cap = cfg.soft_cap;
       return std::forward<F>(f)(p);
     }
     case policy_id::h2o: return std::forward<F>(f)(h2o{cfg.n_sink, cfg.n_recent, cfg.state});
@@ -416,6 +443,9 @@ decltype(auto) visit_policy(policy_id id, const policy_config& cfg, F&& f) {
       tova p;
       p.n_sink = cfg.n_sink;
       p.n_recent = cfg.n_recent;
+      p.scale = cfg.scale;
+      p.sliding_window = cfg.sliding_window;
+      p.soft_cap = cfg.soft_cap;
       return std::forward<F>(f)(p);
     }
     case policy_id::knorm: return std::forward<F>(f)(knorm{cfg.n_sink, cfg.n_recent});

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <optional>
 #include <vector>
 
@@ -86,10 +87,27 @@ struct window_queries {
 ///    (key_positions, [n] strictly ascending) is <= query_positions[i]. Use it when the window's
 ///    own keys are not in the cache yet, or the positions are not contiguous.
 /// A query that sees no key contributes nothing.
+///
+/// Sliding window (sliding_window = W, as in Mistral, Gemma 2/3 local layers, gpt-oss): a query
+/// at position p also sees only the keys at positions k with p - k < W, i.e. p - W < k <= p, the
+/// last W positions including its own (HF transformers' `q_idx - kv_idx < sliding_window`;
+/// W = 1: a query sees only itself). Combined with the causal rule above:
+///  - query_positions given: query i at position query_positions[i]; key j at key_positions[j].
+///  - query_positions empty: query i is key row r = n - w + i; with key_positions given ([n],
+///    strictly ascending) the positions are key_positions[r] and key_positions[j], so a cache
+///    already pruned (gaps) is windowed by real distance; key_positions empty: by row, p - k = r - j.
+/// Keys that no window query sees get score 0 and are never read (with a window W much
+/// shorter than the cache only about the last W + w keys cost anything).
+///
+/// Soft-cap (soft_cap = c, Gemma 2 `attn_logit_softcapping`, 50): each scaled logit
+/// x = q.k * scale becomes c * tanh(x / c) before the softmax (and before the masks). The scalar
+/// path uses std::tanh; the SIMD paths a vector tanh within 3e-7 relative (detail::window_tanh_on).
 struct window_options {
   gqa_reduce reduce = gqa_reduce::mean;
   std::optional<float> scale{};          ///< softmax scale of q.k (> 0); unset: 1/sqrt(head_dim)
   span<const pos_t> query_positions{};   ///< see above
+  std::optional<std::size_t> sliding_window{};  ///< W >= 1 positions; unset: no window (causal only)
+  std::optional<float> soft_cap{};       ///< logit cap c (finite, > 0); unset: no cap
 };
 
 /// Reusable scratch of window_scores: sized on first use, then reused (no allocation in steady
@@ -99,7 +117,7 @@ class window_scratch {
   /// Grows the scratch to fit a head of n tokens, head_dim d, g query heads per kv head, w queries.
   void reserve(std::size_t n, std::size_t d, std::size_t g, std::size_t w) {
     buf_.reserve(std::max(detail::window_simd_plan::floats(n, d, g), detail::window_scratch_scalar(n, d)));
-    limit_.reserve(w);
+    limit_.reserve(2 * w);  // causal limits, then the sliding windows' first keys
   }
   std::size_t bytes_reserved() const noexcept {
     return buf_.size() * sizeof(float) + limit_.size() * sizeof(std::size_t);
@@ -143,6 +161,28 @@ inline void window_on(isa path, const window_job& job, const bf16* keys, std::pt
 #undef DEPTHKV_WINDOW_CASES
 #undef DEPTHKV_WINDOW_ON
 
+/// y[i] = tanh(x[i]), i < n, as the soft-capped kernel of `path` computes it (path compiled in
+/// and supported by the CPU): std::tanh on the scalar path; on the SIMD paths a vector tanh
+/// within 3e-7 relative of the exact value (and exact for |x| below ~2^-12, +-1 at +-inf, NaN
+/// kept). For tests and benchmarks.
+inline void window_tanh_on(isa path, const float* x, float* y, std::size_t n) noexcept {
+  switch (path) {
+#if DEPTHKV_X86_SIMD
+    case isa::avx512: return (*DEPTHKV_AVX512_FN(window_tanh))(x, y, n);
+    case isa::avx2: return (*DEPTHKV_AVX2_FN(window_tanh))(x, y, n);
+#endif
+    default: return scalar::window_tanh(x, y, n);
+  }
+}
+
+/// Throws unless key_positions is strictly ascending.
+inline void check_ascending(const char* where, span<const pos_t> key_positions) {
+  for (std::size_t j = 1; j < key_positions.size(); ++j)
+    DEPTHKV_CHECK(key_positions[j] > key_positions[j - 1], where,
+                  "key_positions must be strictly ascending, but key_positions[", j - 1, "] = ",
+                  key_positions[j - 1], " and key_positions[", j, "] = ", key_positions[j]);
+}
+
 /// Validates the inputs of window_scores; throws depthkv::error naming the bad argument.
 template <class T>
 void check_window_args(const char* where, const window_queries& q, std::size_t n_kv_heads, std::size_t kv_head,
@@ -163,9 +203,18 @@ void check_window_args(const char* where, const window_queries& q, std::size_t n
                 " query heads per kv head need more scratch than size_t can count");
   DEPTHKV_CHECK(!opt.scale || (*opt.scale > 0.f && std::isfinite(*opt.scale)), where,
                 "scale must be finite and > 0 when given, got ", opt.scale.value_or(0.f));
+  DEPTHKV_CHECK(!opt.sliding_window || *opt.sliding_window > 0, where,
+                "sliding_window must be >= 1 position when given, got ", opt.sliding_window.value_or(0));
+  DEPTHKV_CHECK(!opt.soft_cap || (*opt.soft_cap > 0.f && std::isfinite(*opt.soft_cap)), where,
+                "soft_cap must be finite and > 0 when given, got ", opt.soft_cap.value_or(0.f));
   if (opt.query_positions.empty()) {
     DEPTHKV_CHECK(keys.n >= q.w, where, "the window's ", q.w, " queries must be the last cached keys, but only ",
                   keys.n, " keys are cached (pass query_positions otherwise)");
+    if (opt.sliding_window && !key_positions.empty()) {  // the window is measured in these positions
+      DEPTHKV_CHECK(key_positions.size() == keys.n, where, "key_positions has ", key_positions.size(),
+                    " entries, expected one per key (", keys.n, ") or none for a sliding window over rows");
+      check_ascending(where, key_positions);
+    }
   } else {
     DEPTHKV_CHECK(opt.query_positions.size() == q.w, where, "query_positions has ", opt.query_positions.size(),
                   " entries, expected w = ", q.w);
@@ -175,10 +224,35 @@ void check_window_args(const char* where, const window_queries& q, std::size_t n
                     opt.query_positions[i - 1], " and query_positions[", i, "] = ", opt.query_positions[i]);
     DEPTHKV_CHECK(key_positions.size() == keys.n, where, "key_positions has ", key_positions.size(),
                   " entries, expected one per key (", keys.n, ") when query_positions are given");
-    for (std::size_t j = 1; j < keys.n; ++j)
-      DEPTHKV_CHECK(key_positions[j] > key_positions[j - 1], where,
-                    "key_positions must be strictly ascending, but key_positions[", j - 1, "] = ",
-                    key_positions[j - 1], " and key_positions[", j, "] = ", key_positions[j]);
+    check_ascending(where, key_positions);
+  }
+}
+
+/// The keys [first[i], limit[i]) that window query i sees (validated options; n keys, w queries),
+/// into first[w] and limit[w].
+inline void window_ranges(std::size_t n, std::size_t w, span<const pos_t> key_positions, const window_options& opt,
+                          std::size_t* first, std::size_t* limit) noexcept {
+  const pos_t* kp = key_positions.data();
+  // The first key at position > p - W, p - W in 64 bits (W clamped to 2^40, beyond any
+  // distance of two pos_t: no overflow).
+  auto first_by_position = [&](pos_t p) {
+    constexpr std::size_t w_beyond = std::size_t{1} << 40;
+    const std::int64_t lo = std::int64_t{p} - static_cast<std::int64_t>(std::min(*opt.sliding_window, w_beyond));
+    return static_cast<std::size_t>(
+        std::partition_point(kp, kp + n, [lo](pos_t k) { return std::int64_t{k} <= lo; }) - kp);
+  };
+  for (std::size_t i = 0; i < w; ++i) {
+    if (opt.query_positions.empty()) {
+      const std::size_t r = n - w + i;  // the query's own key row
+      limit[i] = r + 1;
+      if (!opt.sliding_window) first[i] = 0;
+      else if (key_positions.empty()) first[i] = r + 1 > *opt.sliding_window ? r + 1 - *opt.sliding_window : 0;
+      else first[i] = first_by_position(kp[r]);
+    } else {
+      const pos_t p = opt.query_positions[i];
+      limit[i] = static_cast<std::size_t>(std::upper_bound(kp, kp + n, p) - kp);
+      first[i] = opt.sliding_window ? std::min(first_by_position(p), limit[i]) : 0;
+    }
   }
 }
 
@@ -186,11 +260,13 @@ void check_window_args(const char* where, const window_queries& q, std::size_t n
 
 
 /// Scores the cached tokens of kv head `kv_head` (of n_kv_heads) of one layer:
-///   out[j] = reduce_{h in group(kv_head)} sum_{i < w} softmax_i(q[h][i] . k[j] * scale)[j]
-/// keys: [n][head_dim] rows (f32, f16 or bf16); key_positions: [n] (only read when
-/// opt.query_positions is given); out: >= n floats (the first n are written). Each score lies in
-/// [0, w]; the scores of one head sum to the number of window queries that see >= 1 key (mean).
-/// Within ~1e-6 relative of a double-precision evaluation. Throws depthkv::error on bad input.
+///   out[j] = reduce_{h in group(kv_head)} sum_{i < w} softmax_i(cap(q[h][i] . k[j] * scale))[j]
+/// over the keys query i sees (causal, and the sliding window if set; cap(x) = x, or
+/// c * tanh(x / c) with soft_cap c). keys: [n][head_dim] rows (f32, f16 or bf16); key_positions:
+/// [n] (read when opt.query_positions is given, or with a sliding window when non-empty); out:
+/// >= n floats (the first n are written). Each score lies in [0, w]; the scores of one head sum
+/// to the number of window queries that see >= 1 key (mean). Within ~1e-6 relative of a
+/// double-precision evaluation. Throws depthkv::error on bad input.
 template <class T>
 void window_scores(const window_queries& q, std::size_t n_kv_heads, std::size_t kv_head, rows_view<const T> keys,
                    span<const pos_t> key_positions, span<float> out, window_scratch& scratch,
@@ -202,14 +278,26 @@ void window_scores(const window_queries& q, std::size_t n_kv_heads, std::size_t 
   if (n == 0) return;
   scratch.reserve(n, d, g, q.w);
   std::size_t* limit = scratch.limits();
-  for (std::size_t i = 0; i < q.w; ++i) {
-    if (opt.query_positions.empty()) {
-      limit[i] = n - q.w + i + 1;
-    } else {
-      const pos_t* kp = key_positions.data();
-      limit[i] = static_cast<std::size_t>(std::upper_bound(kp, kp + n, opt.query_positions[i]) - kp);
+  std::size_t* first = limit + q.w;
+  detail::window_ranges(n, q.w, key_positions, opt, first, limit);
+  // Only keys [lo, hi) are seen by some query (lo > 0: sliding window; hi < n: positions): the
+  // kernel runs on those alone, the rest score 0.
+  std::size_t lo = n, hi = 0;
+  for (std::size_t i = 0; i < q.w; ++i)
+    if (first[i] < limit[i]) {
+      lo = std::min(lo, first[i]);
+      hi = std::max(hi, limit[i]);
     }
+  if (lo >= hi) {  // no query sees a key
+    std::fill(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(n), 0.f);
+    return;
   }
+  for (std::size_t i = 0; i < q.w; ++i) {  // clamped: a query that sees nothing keeps first == limit
+    first[i] = std::min(std::max(first[i], lo), hi) - lo;
+    limit[i] = std::min(std::max(limit[i], lo), hi) - lo;
+  }
+  std::fill(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(lo), 0.f);
+  std::fill(out.begin() + static_cast<std::ptrdiff_t>(hi), out.begin() + static_cast<std::ptrdiff_t>(n), 0.f);
   detail::window_job job;
   job.q = q.row(kv_head * g, 0);
   job.q_hs = q.head_stride;
@@ -217,11 +305,17 @@ void window_scores(const window_queries& q, std::size_t n_kv_heads, std::size_t 
   job.g = g;
   job.w = q.w;
   job.d = d;
-  job.n = n;
+  job.n = hi - lo;
   job.qscale = opt.scale ? *opt.scale : 1.f / std::sqrt(static_cast<float>(d));
   job.limit = limit;
+  job.first = opt.sliding_window ? first : nullptr;
+  if (opt.soft_cap) {
+    job.capped = true;
+    job.cap = *opt.soft_cap;
+  }
   job.reduce_max = opt.reduce == gqa_reduce::max;
-  detail::window_on(active_isa(), job, static_cast<const U*>(keys.data), keys.stride, out.data(), scratch.floats());
+  const U* k0 = static_cast<const U*>(keys.data) + static_cast<std::ptrdiff_t>(lo) * keys.stride;
+  detail::window_on(active_isa(), job, k0, keys.stride, out.data() + lo, scratch.floats());
 }
 
 DEPTHKV_BASELINE_END

@@ -47,6 +47,14 @@ struct window_vt {
   static reg sub(reg a, reg b) noexcept { return _mm512_sub_ps(a, b); }
   static reg mul(reg a, reg b) noexcept { return _mm512_mul_ps(a, b); }
   static reg max(reg a, reg b) noexcept { return _mm512_max_ps(a, b); }
+  static reg div(reg a, reg b) noexcept { return _mm512_div_ps(a, b); }
+  static reg abs(reg a) noexcept { return _mm512_andnot_ps(_mm512_set1_ps(-0.f), a); }
+  // |mag| with the sign bit of sgn (mag has its sign bit clear).
+  static reg copy_sign(reg mag, reg sgn) noexcept { return _mm512_or_ps(mag, _mm512_and_ps(_mm512_set1_ps(-0.f), sgn)); }
+  // Per lane a < b ? x : y (false for NaN).
+  static reg select_lt(reg a, reg b, reg x, reg y) noexcept {
+    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, b, _CMP_LT_OQ), y, x);
+  }
   // (p[0], p[1]) repeated in every 64-bit pair of lanes.
   static reg bcast2(const float* p) noexcept {
     double x;
@@ -114,6 +122,7 @@ namespace depthkv::detail::avx512 {  // the shared copies, defined by TUs not ab
 DEPTHKV_WEAK void window_f32(const window_job&, const float*, std::ptrdiff_t, float*, float*) noexcept;
 DEPTHKV_WEAK void window_f16(const window_job&, const f16*, std::ptrdiff_t, float*, float*) noexcept;
 DEPTHKV_WEAK void window_bf16(const window_job&, const bf16*, std::ptrdiff_t, float*, float*) noexcept;
+DEPTHKV_WEAK void window_tanh(const float*, float*, std::size_t) noexcept;
 }  // namespace depthkv::detail::avx512
 #endif
 

@@ -22,17 +22,32 @@ DEPTHKV_BASELINE_BEGIN
 //   queries of the GQA group: row (h, i) = q + h * q_hs + i * q_rs, h < g, i < w, head_dim d
 //   keys: n rows of d elements, row j at keys + j * k_stride (passed separately, typed)
 //   limit[i]: how many leading keys window query i may attend to (causal mask), <= n
+//   first[i]: the first key window query i may attend to (sliding window), <= limit[i];
+//             query i sees keys [first[i], limit[i])
 //   qscale: softmax scale (1/sqrt(d) by default) applied to q.k
+//   capped, cap: logit soft-cap, logit -> cap * tanh(logit / cap) before the softmax
 struct window_job {
   const float* q = nullptr;
   std::ptrdiff_t q_hs = 0, q_rs = 0;
   std::size_t g = 0, w = 0, d = 0, n = 0;
   float qscale = 1.f;
   const std::size_t* limit = nullptr;
+  const std::size_t* first = nullptr;
+  bool capped = false;
+  float cap = 1.f;
   bool reduce_max = false;
 };
 
 inline constexpr float log2e_f = 1.4426950408889634f;
+
+// What the kernels multiply the queries by when packing them, so that the logits they compute
+// are q.k * qscale * log2(e) (2^ of them is e^ of the scaled logit), or with a soft-cap
+// q.k * qscale / cap (the argument of tanh; see window_cap_log2e).
+inline float window_query_factor(const window_job& job) noexcept {
+  return job.capped ? job.qscale / job.cap : job.qscale * log2e_f;
+}
+// Soft-capped kernels turn each logit x = q.k * qscale / cap into cap * log2(e) * tanh(x).
+inline float window_cap_log2e(const window_job& job) noexcept { return job.cap * log2e_f; }
 
 // A NaN row sum (NaN in the keys or queries) makes the row's weights NaN: errors stay visible.
 inline float z_nan(double) noexcept { return std::numeric_limits<float>::quiet_NaN(); }
@@ -42,6 +57,14 @@ inline float z_nan(double) noexcept { return std::numeric_limits<float>::quiet_N
 // saved is an FMA taken from the GEMM of the SIMD kernels.
 inline constexpr float exp2_poly[6] = {1.0000000716554316f, 0.6931469670620406f, 0.24022119720073748f,
                                        0.05550713276095537f, 0.009675541540130103f, 0.0013276471736728655f};
+
+// tanh(x) ~= x + x u sum_i tanh_poly[i] u^i, u = x^2, for |x| < tanh_poly_max (the SIMD kernels'
+// tanh; above it they use (1 - e) / (1 + e), e = e^(-2|x|) <= 0.29, which does not cancel).
+// Chebyshev interpolation of (tanh(x)/x - 1)/x^2 in u on [0, 0.625^2] (relative error 1.7e-8 in
+// double; float evaluation adds rounding, see the kernels' tanh for the measured bound).
+inline constexpr float tanh_poly_max = 0.625f;
+inline constexpr float tanh_poly[5] = {-0.3333332894413423f, 0.13332769736974576f, -0.053850909578257715f,
+                                       0.02099717899799943f, -0.0060967141645507815f};
 
 // exp2 on [-inf, 0] for the scalar path (std::exp2 is accurate; this path is the reference).
 inline float exp2_scalar(float x) noexcept { return std::exp2(x); }

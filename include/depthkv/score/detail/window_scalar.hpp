@@ -18,6 +18,10 @@
 //    per-lane sum S_b and reference max M_b recorded;
 //  - at the end Z = sum_b S_b 2^(M_b - M) (double) and one pass adds
 //    sum_lane E[j][lane] 2^(M_b - M) / Z to each key's score.
+// Sliding window (window_job::first): a block is also masked below each lane's first key. Soft-cap
+// (window_job::capped): the queries are pre-scaled by scale / cap instead and each block's
+// logits become cap * log2(e) * std::tanh(logit) before the mask (a call per logit: this path
+// is the reference, not the fast one).
 // Internal header: not part of the depthkv API (may change in any release); include a public header.
 #pragma once
 
@@ -158,7 +162,11 @@ struct window_portable {
     std::size_t row0, rows;  // first concatenated row (h * w + i), real rows (<= R)
     std::size_t lim_min;     // keys below it are visible to every real row
     std::size_t lim_max;     // no real row sees a key at or above it
+    std::size_t first_max;   // keys at or above it are inside every real row's sliding window
     std::size_t lim[R];
+    std::size_t first[R];    // first key each lane sees (0 without a sliding window)
+    bool capped;             // soft-cap: L <- cap_l2e * tanh(L) before the mask
+    float cap_l2e;           // cap * log2(e)
     float mx[R];             // running max per lane
     float* qt;               // [d][R]
     float* E;                // [n][R] logits, then 2^(logit - M_b)
@@ -192,16 +200,19 @@ struct window_portable {
     }
   }
 
-  // Softmax step of keys [j0, j0 + cnt) (block b) of a tile: causal mask, running max,
-  // E <- 2^(L - M_b), S_b = lane sums.
+  // Softmax step of keys [j0, j0 + cnt) (block b) of a tile: soft-cap, causal and
+  // sliding-window mask, running max, E <- 2^(L - M_b), S_b = lane sums.
   DEPTHKV_SCALAR_NOINLINE static void block_softmax(tile& t, std::size_t j0, std::size_t cnt, std::size_t b) noexcept {
     const float ninf = -std::numeric_limits<float>::infinity();
     const float lowest = std::numeric_limits<float>::lowest();
     float* DEPTHKV_RESTRICT L = t.E + j0 * R;
-    if (j0 + cnt > t.lim_min)  // keys some real row may not see (lanes are independent)
+    if (t.capped)  // before the mask: masked keys must end at -inf, not at -cap
+      for (std::size_t a = 0; a < cnt * R; ++a) L[a] = t.cap_l2e * std::tanh(L[a]);
+    // keys some real row may not see: past its causal limit or before its window (lanes are independent)
+    if (j0 + cnt > t.lim_min || j0 < t.first_max)
       for (std::size_t a = 0; a < cnt; ++a)
         for (std::size_t l = 0; l < R; ++l)
-          if (j0 + a >= t.lim[l]) L[a * R + l] = ninf;
+          if (j0 + a >= t.lim[l] || j0 + a < t.first[l]) L[a * R + l] = ninf;
     float m[R];
     for (std::size_t l = 0; l < R; ++l) m[l] = t.mx[l];
     for (std::size_t a = 0; a < cnt; ++a) {
@@ -325,7 +336,7 @@ struct window_portable {
     };
 
     const std::size_t total = g * w;
-    const float s = job.qscale * log2e_f;
+    const float s = window_query_factor(job);
     std::size_t row = 0;
     while (row < total) {
       tile tiles[plan::tiles];
@@ -342,20 +353,22 @@ struct window_portable {
         t.S = S_all + nt * R * NB;
         t.lim_min = n;
         t.lim_max = 0;
+        t.first_max = 0;
+        t.capped = job.capped;
+        t.cap_l2e = window_cap_log2e(job);
+        // Padding lanes repeat the tile's first row with weight factor 0 (finish): zero queries
+        // would make 0 * inf = NaN logits from infinite keys, which 0 * NaN would carry into
+        // the scores; a copy of a real row is finite wherever that row is.
         for (std::size_t l = 0; l < R; ++l) {
           t.mx[l] = ninf;
-          if (l < rows) {
-            const std::size_t r = row + l, h = r / w, i = r % w;
-            t.lim[l] = job.limit[i];
-            t.lim_min = std::min(t.lim_min, t.lim[l]);
-            t.lim_max = std::max(t.lim_max, t.lim[l]);
-            const float* q =
-                job.q + static_cast<std::ptrdiff_t>(h) * job.q_hs + static_cast<std::ptrdiff_t>(i) * job.q_rs;
-            for (std::size_t dd = 0; dd < d; ++dd) t.qt[dd * R + l] = q[dd] * s;
-          } else {
-            t.lim[l] = n;  // padding lane: never masked, logits 0, weight factor 0
-            for (std::size_t dd = 0; dd < d; ++dd) t.qt[dd * R + l] = 0.f;
-          }
+          const std::size_t r = row + (l < rows ? l : 0), h = r / w, i = r % w;
+          t.lim[l] = job.limit[i];
+          t.first[l] = job.first ? job.first[i] : 0;
+          t.lim_min = std::min(t.lim_min, t.lim[l]);
+          t.lim_max = std::max(t.lim_max, t.lim[l]);
+          t.first_max = std::max(t.first_max, t.first[l]);
+          const float* q = job.q + static_cast<std::ptrdiff_t>(h) * job.q_hs + static_cast<std::ptrdiff_t>(i) * job.q_rs;
+          for (std::size_t dd = 0; dd < d; ++dd) t.qt[dd * R + l] = q[dd] * s;
         }
         nst = std::max(nst, t.lim_max);
         ++nt;
@@ -420,6 +433,11 @@ inline void window_f16(const window_job& job, const f16* keys, std::ptrdiff_t k_
 inline void window_bf16(const window_job& job, const bf16* keys, std::ptrdiff_t k_stride, float* out,
                         float* scratch) noexcept {
   window_kernel(job, keys, k_stride, out, scratch);
+}
+// y[i] = tanh(x[i]): the soft-cap of this path (std::tanh), the counterpart of the SIMD paths'
+// window_tanh.
+inline void window_tanh(const float* x, float* y, std::size_t n) noexcept {
+  for (std::size_t i = 0; i < n; ++i) y[i] = std::tanh(x[i]);
 }
 
 DEPTHKV_BASELINE_END

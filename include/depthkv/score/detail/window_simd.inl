@@ -18,6 +18,11 @@
 // in L1, and its per-lane sum S_g recorded. At the end Z = sum_g S_g 2^(M_g - M) (double) and a
 // single pass adds sum_lane E[j][lane] 2^(M_g - M) / Z to each key's score, 16 (8) keys at a time
 // through a transposing reduction.
+//
+// Sliding window and soft-cap (window_job::first, capped): the public entry already drops the
+// keys no window query sees; here a group is also masked below each lane's first key, and with a
+// soft-cap its logits (queries pre-scaled by scale / cap) become cap * log2(e) * tanh(logit)
+// before the mask and the max (vector tanh below; the scalar path uses std::tanh).
 // Internal header: not part of the depthkv API (may change in any release); include a public header.
 
 template <class VT>
@@ -36,11 +41,15 @@ struct window_simd {
   struct tile {
     std::size_t row0 = 0, rows = 0, width = 0;  // first concatenated row, real rows, lanes (V or 2V)
     std::size_t lim_min = 0;                    // keys below it are visible to every real row
+    std::size_t first_max = 0;                  // keys at or above it are inside every row's sliding window
+    bool capped = false;                        // soft-cap: L <- cap_l2e * tanh(L) before the softmax
+    float cap_l2e = 1.f;                        // cap * log2(e)
     int kind = 0;                               // 0 plain, 1 pair, 2 half pair (see micro_pair)
     float* qt = nullptr;                        // [d][width]
     float* L = nullptr;                         // [n][width] logits, then 2^(logit - M_g)
     float* mx = nullptr;                        // [width] running max
     std::size_t* lim = nullptr;                 // [width]
+    std::size_t first[4 * V];                   // per lane: first visible key (0 without a sliding window)
     float* M = nullptr;                         // [groups][width] reference max of each group
     float* S = nullptr;                         // [groups][width] sum of each group
   };
@@ -133,16 +142,50 @@ struct window_simd {
     for (int a = 0; a < MK; ++a) VT::store(L + a * V, VT::pair_sum(acc[a][0], NQ == 2 ? acc[a][NQ - 1] : VT::zero()));
   }
 
+  // tanh(x) for every float: signed zeros kept, +-inf -> +-1, NaN -> NaN. Relative error below
+  // 3e-7 (2.42e-7 = 2.54 ulp measured over every float in [2^-30, 20] on AVX2; odd, and 1 beyond
+  // 9.1), exactly x for |x| < 1e-4 (x u P(u) is below half an ulp of x). test_window_hybrid
+  // checks the bound on every path. On |x|:
+  //   |x| < tanh_poly_max: |x| + |x| u P(u), u = x^2 (window_common.hpp);
+  //   else: (1 - e) / (1 + e), e = 2^(-2 |x| log2(e)) = e^(-2|x|) in [0, 0.29] (the kernel's
+  //   exp2, relative 2.3e-7; 1 - e does not cancel there), 1 for |x| = inf;
+  // then the sign of x.
+  static inline reg tanh(reg x) noexcept {
+    const reg ax = VT::abs(x);
+    const reg u = VT::mul(ax, ax);
+    reg p = VT::set1(tanh_poly[4]);
+#pragma GCC unroll 4
+    for (int i = 3; i >= 0; --i) p = VT::fmadd(p, u, VT::set1(tanh_poly[i]));
+    const reg near0 = VT::fmadd(VT::mul(ax, u), p, ax);
+    const reg e = VT::exp2(VT::mul(ax, VT::set1(-2.f * log2e_f)));
+    const reg one = VT::set1(1.f);
+    const reg far0 = VT::div(VT::sub(one, e), VT::add(one, e));
+    return VT::copy_sign(VT::select_lt(ax, VT::set1(tanh_poly_max), near0, far0), x);
+  }
+
+  // Soft-cap of cnt keys' logits of a tile: L <- cap log2(e) tanh(L). Out of line so that the
+  // uncapped kernel, into which group_softmax and the GEMM are inlined, compiles as it did
+  // without it (the register allocation of the inlined GEMM is sensitive to such code).
+  __attribute__((noinline)) static void cap_logits(const tile& t, float* L, std::size_t cnt) noexcept {
+    const std::size_t W = t.width;
+    const reg c = VT::set1(t.cap_l2e);
+    for (std::size_t a = 0; a < cnt; ++a)
+      for (std::size_t v = 0; v < W; v += V) VT::store(L + a * W + v, VT::mul(c, tanh(VT::load(L + a * W + v))));
+  }
+
   // Softmax step of keys [j, j + cnt) (one group, or the last partial one) of a tile, while its
-  // logits are in L1: causal mask, running max, L <- 2^(L - M_g), S_g = row sums.
+  // logits are in L1: soft-cap, causal and sliding-window mask, running max, L <- 2^(L - M_g),
+  // S_g = row sums.
   static void group_softmax(const tile& t, std::size_t j, std::size_t cnt) noexcept {
     const float ninf = -std::numeric_limits<float>::infinity();
     const std::size_t W = t.width;
     float* L = t.L + j * W;
-    if (j + cnt > t.lim_min)  // keys some real row may not see (lanes are independent)
+    if (t.capped) cap_logits(t, L, cnt);  // before the mask: masked keys must end at -inf, not at -cap
+    // keys some real row may not see: past its causal limit or before its window (lanes are independent)
+    if (j + cnt > t.lim_min || j < t.first_max)
       for (std::size_t a = 0; a < cnt; ++a)
         for (std::size_t l = 0; l < W; ++l)
-          if (j + a >= t.lim[l]) L[a * W + l] = ninf;
+          if (j + a >= t.lim[l] || j + a < t.first[l]) L[a * W + l] = ninf;
     // A row that has seen no key yet keeps M_g finite, so 2^(-inf - M_g) = 0, never NaN.
     const reg lowest = VT::set1(std::numeric_limits<float>::lowest());
     const std::size_t gi = j / G;
@@ -344,7 +387,7 @@ struct window_simd {
       for (std::size_t j = 0; j < g * n; ++j) hsum[j] = 0.f;
 
     const std::size_t total = g * w;
-    const float s = job.qscale * log2e_f;
+    const float s = window_query_factor(job);
     const bool pair_ok = d % 2 == 0;  // pair tiles read k[dd + 1]: whole pairs only
     std::size_t row = 0;
     while (row < total) {
@@ -371,19 +414,22 @@ struct window_simd {
         t.M = grp_all + used * NG;
         t.S = grp_all + SR * NG + used * NG;
         t.lim_min = n;
+        t.first_max = 0;
+        t.capped = job.capped;
+        t.cap_l2e = window_cap_log2e(job);
+        // Padding lanes repeat the tile's first row with weight factor 0 (finish): zero queries
+        // would make 0 * inf = NaN logits from infinite keys, which 0 * NaN would carry into
+        // the scores; a copy of a real row is finite wherever that row is.
         for (std::size_t l = 0; l < t.width; ++l) {
           t.mx[l] = ninf;
-          if (l < rows) {
-            const std::size_t r = row + l, h = r / w, i = r % w;
-            t.lim[l] = job.limit[i];
-            t.lim_min = std::min(t.lim_min, t.lim[l]);
-            const float* q = job.q + static_cast<std::ptrdiff_t>(h) * job.q_hs + static_cast<std::ptrdiff_t>(i) * job.q_rs;
-            for (std::size_t dd = 0; dd < d; ++dd) t.qt[qt_index(t.kind, t.width, l, dd)] = q[dd] * s;
-          } else {
-            t.lim[l] = n;
-            if (t.kind != 2 || l < V / 2)  // half-pair tiles have no slots for lanes >= V/2 (they read 0)
-              for (std::size_t dd = 0; dd < d; ++dd) t.qt[qt_index(t.kind, t.width, l, dd)] = 0.f;
-          }
+          const std::size_t r = row + (l < rows ? l : 0), h = r / w, i = r % w;
+          t.lim[l] = job.limit[i];
+          t.lim_min = std::min(t.lim_min, t.lim[l]);
+          t.first[l] = job.first ? job.first[i] : 0;
+          t.first_max = std::max(t.first_max, t.first[l]);
+          if (t.kind == 2 && l >= V / 2) continue;  // half-pair tiles have no slots for lanes >= V/2 (they read 0)
+          const float* q = job.q + static_cast<std::ptrdiff_t>(h) * job.q_hs + static_cast<std::ptrdiff_t>(i) * job.q_rs;
+          for (std::size_t dd = 0; dd < d; ++dd) t.qt[qt_index(t.kind, t.width, l, dd)] = q[dd] * s;
         }
         used += t.width;
         row += rows;
@@ -452,4 +498,18 @@ inline void window_f16(const window_job& job, const f16* keys, std::ptrdiff_t k_
 inline void window_bf16(const window_job& job, const bf16* keys, std::ptrdiff_t k_stride, float* out,
                         float* scratch) noexcept {
   window_simd<window_vt>::run(job, keys, k_stride, out, scratch);
+}
+
+// y[i] = tanh(x[i]) for i < n through the path's vector tanh (tests measure it against std::tanh).
+inline void window_tanh(const float* x, float* y, std::size_t n) noexcept {
+  using S = window_simd<window_vt>;
+  constexpr std::size_t V = window_vt::lanes;
+  std::size_t i = 0;
+  for (; i + V <= n; i += V) window_vt::store(y + i, S::tanh(window_vt::load(x + i)));
+  if (i < n) {  // tail through a zero-padded vector
+    alignas(64) float buf[V] = {};
+    std::memcpy(buf, x + i, (n - i) * sizeof(float));
+    window_vt::store(buf, S::tanh(window_vt::load(buf)));
+    std::memcpy(y + i, buf, (n - i) * sizeof(float));
+  }
 }
