@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "depthkv/prune_paged.hpp"
+#include "depthkv/decode.hpp"
 #include "minillama/evict.hpp"
 #include "minillama/paged_session.hpp"
 #include "minillama/policy_prune.hpp"
@@ -128,6 +129,45 @@ void BM_prefill_then_prune(benchmark::State& state) {
   state.counters["prune_over_prefill"] = prune_s / prefill_s;
 }
 BENCHMARK(BM_prefill_then_prune)->ArgNames({"context"})->Arg(512)->Arg(1024)->Iterations(1)->Unit(benchmark::kMillisecond);
+
+// Decode-time eviction cost (#18): decode one token per iteration at `context` (arg 0) kept rows
+// per head; arg 1 = 1: the engine's streaming_evictor (depthkv::decode_evictor) holds every layer
+// at `context` with a slack of 32 rows (one batch eviction per 33 tokens, 8 in the 264
+// iterations), arg 1 = 0: no eviction, the appended row dropped outside the timing (BM_decode's
+// method: the same kept length). tokens/s ratio evict / no-evict is the eviction's cost.
+void BM_decode_evict(benchmark::State& state) {
+  const auto context = static_cast<std::size_t>(state.range(0));
+  const bool evict = state.range(1) != 0;
+  auto s = filled_session(context, 100);
+  const std::size_t pos = s->position();
+  depthkv::decode_options opt;
+  opt.slack = depthkv::decode_slack::tokens(32);
+  streaming_evictor ev(std::vector<std::size_t>(s->cache().n_layers(), context), 4, opt);
+  forward_options fo;
+  if (evict) fo.hook = ev.hook();
+  std::vector<depthkv::index_t> all;
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(s->decode(7, fo));
+    if (evict) continue;
+    state.PauseTiming();
+    for (std::size_t l = 0; l < s->cache().n_layers(); ++l)
+      for (std::size_t g = 0; g < s->cache().n_kv_heads(); ++g) {
+        const std::size_t n = s->cache().length(l, g) - 1;
+        all.resize(n);
+        for (std::size_t i = 0; i < n; ++i) all[i] = static_cast<depthkv::index_t>(i);
+        s->cache().retain(l, g, depthkv::span<const depthkv::index_t>(all));
+      }
+    s->set_position(pos);
+    state.ResumeTiming();
+  }
+  state.SetItemsProcessed(state.iterations());
+  state.counters["rows_per_head_end"] = static_cast<double>(s->cache().length(0, 0));
+}
+BENCHMARK(BM_decode_evict)
+    ->ArgNames({"context", "evict"})
+    ->ArgsProduct({{4096, 16384}, {0, 1}})
+    ->Iterations(264)
+    ->Unit(benchmark::kMillisecond);
 
 // The serving loop's decode step (examples/serve): `seqs` sequences (arg 0) of 1024 random rows
 // per head, streaming-pruned to keep_pct % (arg 1), each decoding one token per iteration,
