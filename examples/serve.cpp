@@ -402,6 +402,7 @@ int main(int argc, char** argv) {
     ro.tok = M.has_vocab ? &M.vocab : nullptr;
     ro.vocab = M.weights.cfg.vocab_size;
     ro.max_seqs = o.max_seqs;
+    ro.max_context = o.max_context;
     std::vector<sample> reqs;
     try {
       reqs = minillama::eval_data::read_set_file(o.data, ro);

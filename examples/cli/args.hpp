@@ -108,6 +108,7 @@ struct serve_options {
   std::string model = "models/recall-6l/model.bin", tokenizer, data = "models/recall-6l/test.txt";
   std::string policy = "snapkv", allocator = "uniform", profile;
   std::size_t max_seqs = 0;  // requests read from --data (0 = all)
+  std::size_t max_context = 0;  // prompt: BOS + its last max_context - 1 tokens (0 = all; else >= 2)
   double pool_mib = 8.0;     // KV pool of all layers, MiB (2^20 bytes)
   std::size_t block_size = 16;
   double budget = 0.2;       // global keep ratio of each prompt's KV cache (1 = no pruning)

@@ -24,6 +24,8 @@ serve_options parse_serve_args(int argc, const char* const* argv) {
   p.text("--tokenizer", o.tokenizer, "PATH", "llama2.c tokenizer.bin (default: the one next to a llama2.c model)");
   p.text("--data", o.data, "PATH", "requests: eval data lines context<TAB>continuation (default models/recall-6l/test.txt)");
   p.count("--max-seqs", o.max_seqs, 0, max_tokens_arg, "requests read from --data, 0 = all (default)");
+  p.count("--max-context", o.max_context, 0, max_tokens_arg,
+          "cut each prompt to BOS + its last N - 1 tokens, 0 = whole prompts (default), else >= 2");
   real_range mib;
   mib.lo = 0;
   mib.lo_open = true;
@@ -55,6 +57,7 @@ serve_options parse_serve_args(int argc, const char* const* argv) {
       "A pool too small for one request's prompt, or a budget below the protected rows, is refused\n"
       "naming the flag. Bad arguments exit with status 2.\n");
   p.parse(argc, argv);
+  if (o.max_context == 1) throw cli_error("--max-context: '1' must be 0 (all) or >= 2");
   if ((o.allocator == "proportional" || o.allocator == "curve") && o.profile.empty())
     throw cli_error("--allocator " + o.allocator + " needs --profile CSV (a sensitivity profile of this model)");
   return o;
