@@ -642,7 +642,7 @@ TEST_CASE("decode_budget: tokens, bytes or a ratio of the current length, split 
   const std::vector<std::size_t> two = {1, 2};
   require_error([&] { decode_budget::tokens(5).total(lengths, two); }, {"minimums has 2 entries", "n_layers = 5"});
   require_error([&] { decode_budget::tokens(30).split(uniform_allocator{}, lengths, {}, eight); },
-                {"budget of 30 tokens", "minimums (40 tokens) by 10"});
+                {"budget of 30 tokens", "must keep (40 tokens) by 10"});
   require_error([&] { decode_budget::tokens(5).split("nope", lengths); }, {"unknown allocator 'nope'"});
   const std::vector<std::size_t> huge = {std::size_t{1} << 53, 1};
   require_error([&] { decode_budget::tokens(5).total(huge); }, {"lengths[1] = 1", "2^53"});
@@ -726,4 +726,98 @@ TEST_CASE("over_budget: the longest head, or the layer's total in adaptive mode"
   CHECK_FALSE(over_budget(c, 0, 4, granularity::adaptive));  // 8 <= 8
   CHECK_FALSE(over_budget(c, 0, std::numeric_limits<std::size_t>::max(), granularity::adaptive));
   require_error([&] { over_budget(c, 1, 4); }, {"layer 1 out of range"});
+}
+
+TEST_CASE("decode_budget: sliding-window layers keep min(seen, W), the scope says what the budget covers",
+          "[decode][hybrid]") {
+  // Layers 0 and 2 slide over 10 tokens, 1 and 3 are global; every layer has seen 100 tokens.
+  const std::vector<layer_attention> att = {layer_attention::sliding(window_tokens{10}), layer_attention::global(),
+                                            layer_attention::sliding(window_tokens{10}), layer_attention::global()};
+  const std::vector<std::size_t> seen(4, 100), eight = {8};
+  decode_layers d;
+  d.lengths = span<const std::size_t>(seen);
+  d.minimums = span<const std::size_t>(eight);
+  d.attention = span<const layer_attention>(att);
+  // all_layers: a ratio of 10 + 100 + 10 + 100 = 220 tokens, the windows charged first.
+  CHECK(decode_budget::ratio(0.25).request(d).budget.n_tokens == 55);  // floor(55.0 + 0.5)
+  CHECK(decode_budget::ratio(0.25).split(uniform_allocator{}, d) == std::vector<std::size_t>{10, 18, 10, 17});
+  CHECK(decode_budget::tokens(60).split("uniform", d) == std::vector<std::size_t>{10, 20, 10, 20});
+  CHECK(decode_budget::tokens(1000).split(uniform_allocator{}, d) == std::vector<std::size_t>{10, 100, 10, 100});
+  // global_layers: a ratio of the global layers' 200 tokens, the windows on top.
+  d.scope = budget_scope::global_layers;
+  CHECK(decode_budget::ratio(0.25).request(d).budget.n_tokens == 50);
+  CHECK(decode_budget::ratio(0.25).split(uniform_allocator{}, d) == std::vector<std::size_t>{10, 25, 10, 25});
+  CHECK(decode_budget::tokens(30).split(uniform_allocator{}, d) == std::vector<std::size_t>{10, 15, 10, 15});
+  // Early in a generation a ratio is raised to the floors: here every layer keeps what it has seen.
+  const std::vector<std::size_t> five(4, 5);
+  d.lengths = span<const std::size_t>(five);
+  for (budget_scope sc : {budget_scope::all_layers, budget_scope::global_layers}) {
+    d.scope = sc;
+    CHECK(decode_budget::ratio(0.25).split(uniform_allocator{}, d) == five);
+  }
+  // A fixed budget below what the layers must keep names the shortfall.
+  d.lengths = span<const std::size_t>(seen);
+  d.scope = budget_scope::all_layers;
+  require_error([&] { decode_budget::tokens(30).split(uniform_allocator{}, d); },
+                {"budget of 30 tokens", "must keep (36 tokens", "sliding-window layers' included", "by 6 tokens"});
+  d.scope = budget_scope::global_layers;
+  require_error([&] { decode_budget::tokens(15).split(uniform_allocator{}, d); }, {"must keep (16 tokens) by 1"});
+  // Shapes are checked as allocate() checks them.
+  const std::vector<layer_attention> three(3, layer_attention::global());
+  d.attention = span<const layer_attention>(three);
+  require_error([&] { decode_budget::ratio(0.5).request(d); }, {"attention has 3 entries", "n_layers = 4"});
+}
+
+TEST_CASE("decode_budget on hybrid layers equals allocate() with the same ratio wherever that is feasible",
+          "[decode][hybrid]") {
+  // Independent reference: allocate() resolves a ratio budget itself (rounding half up of what
+  // the scope covers); decode_budget must give the same counts, and exactly the floors where
+  // allocate() finds the ratio below them.
+  auto& g = rng();
+  sensitivity_profile p;
+  for (int trial = 0; trial < 300; ++trial) {
+    const std::size_t L = 1 + g() % 6;
+    std::vector<layer_attention> att(L, layer_attention::global());
+    std::vector<std::size_t> seen(L), mins(1, g() % 12);
+    for (std::size_t l = 0; l < L; ++l) {
+      if (g() % 3 == 0) att[l] = layer_attention::sliding(window_tokens{1 + g() % 40});
+      seen[l] = g() % 200;
+    }
+    p = sensitivity_profile(L);
+    for (std::size_t l = 0; l < L; ++l)
+      for (double r : {0.1, 0.3, 0.6}) p.add_point(l, r, (1.0 - r) * double(1 + g() % 9));
+    const double ratio = double(g() % 1001) / 1000.0;
+    const budget_scope sc = g() % 2 ? budget_scope::all_layers : budget_scope::global_layers;
+    decode_layers d;
+    d.lengths = span<const std::size_t>(seen);
+    d.minimums = span<const std::size_t>(mins);
+    d.attention = span<const layer_attention>(att);
+    d.scope = sc;
+    allocation_request req;
+    req.lengths = seen;
+    req.minimums = mins;
+    req.attention = att;
+    req.scope = sc;
+    req.budget = global_budget::ratio(ratio);
+    for (const char* a : {"uniform", "pyramid", "proportional", "curve"}) {
+      INFO("trial " << trial << " allocator " << a << " ratio " << ratio);
+      const std::vector<std::size_t> got = decode_budget::ratio(ratio).split(a, d, p);
+      std::vector<std::size_t> want;
+      bool feasible = true;
+      try {
+        want = allocate(a, req, p);
+      } catch (const error&) {
+        feasible = false;
+      }
+      if (feasible) {
+        CHECK(got == want);
+      } else {  // below the floors: every layer at its floor
+        for (std::size_t l = 0; l < L; ++l) {
+          const std::size_t floor = att[l].is_sliding() ? std::min(seen[l], att[l].window->value)
+                                                        : std::min(mins[0], seen[l]);
+          CHECK(got[l] == floor);
+        }
+      }
+    }
+  }
 }

@@ -3,12 +3,16 @@
 
     python3 tools/plot_eval.py out/eval            # reads results.csv + allocations.csv there
     python3 tools/plot_eval.py out/eval --at 0.2   # budget of the per-layer bar chart
+    python3 tools/plot_eval.py out/longgen         # eval --generate: long_kl_by_position.csv
 
 Writes into the same directory:
   quality.png      KL to the full cache (log scale) and retrieval accuracy against the global
                    keep ratio: one line per allocator, one column of panels per policy, with the
                    95% confidence intervals as bands and the full-cache accuracy as a dashed line;
-  allocations.png  per-layer keep counts of each allocator at one budget (first policy).
+  allocations.png  per-layer keep counts of each allocator at one budget (first policy);
+  long_kl.png      (eval --generate output) mean KL to the full cache per block of generated
+                   positions against the position: one line per allocator, one panel per policy
+                   (columns) and keep ratio (rows), 95% confidence bands.
 Exits with status 3 and a note (no traceback) when matplotlib is not installed, so callers can
 treat plotting as optional.
 """
@@ -32,6 +36,53 @@ def num(s):
         return math.nan
 
 
+def plot_long(plt, out_dir):
+    """long_kl.png from eval --generate's long_kl_by_position.csv."""
+    rows = [r for r in read_csv(os.path.join(out_dir, "long_kl_by_position.csv")) if not math.isnan(num(r["kl"]))]
+    if not rows:
+        print("plot_eval: no evaluated cells in long_kl_by_position.csv", file=sys.stderr)
+        return 1
+    policies = list(dict.fromkeys(r["policy"] for r in rows))
+    allocators = list(dict.fromkeys(r["allocator"] for r in rows))
+    # Keep ratios whose every KL is 0 (keep 1: the full cache) have nothing to draw on a log scale.
+    budgets = sorted({num(r["keep_ratio"]) for r in rows if num(r["kl"]) > 0})
+    if not budgets:
+        print("plot_eval: every KL in long_kl_by_position.csv is 0 (nothing pruned)", file=sys.stderr)
+        return 1
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, axes = plt.subplots(len(budgets), len(policies), figsize=(max(5.5, 3.4 * len(policies) + 1),
+                             2.6 * len(budgets) + 0.6), squeeze=False, sharex=True)
+    for i, b in enumerate(budgets):
+        for j, pol in enumerate(policies):
+            ax = axes[i][j]
+            for k, alloc in enumerate(allocators):
+                pts = sorted(((num(r["first_position"]) + num(r["last_position"])) / 2, num(r["kl"]), num(r["kl_lo"]),
+                              num(r["kl_hi"])) for r in rows
+                             if r["policy"] == pol and r["allocator"] == alloc and num(r["keep_ratio"]) == b)
+                if not pts:
+                    continue
+                c = colors[k % len(colors)]
+                x = [p[0] for p in pts]
+                ax.plot(x, [p[1] for p in pts], marker="o", ms=2.5, color=c, label=alloc)
+                ax.fill_between(x, [max(p[2], p[1] / 20) for p in pts], [p[3] for p in pts], color=c, alpha=0.15, lw=0)
+            ax.set_yscale("log")
+            ax.set_title(f"{pol}, {b:g} kept", fontsize=9)
+            if j == 0:
+                ax.set_ylabel("KL to full cache")
+            if i == len(budgets) - 1:
+                ax.set_xlabel("generated position")
+            ax.grid(True, which="both", alpha=0.3)
+    axes[0][-1].legend(fontsize=8)
+    fig.suptitle("decode-time budgets over a long generation: KL per block of generated positions (95% CI bands)",
+                 fontsize=10)
+    fig.tight_layout()
+    path = os.path.join(out_dir, "long_kl.png")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    print(f"plot_eval: {path}", file=sys.stderr)
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("dir", help="output directory of eval (results.csv, allocations.csv)")
@@ -47,6 +98,9 @@ def main():
               "skipping the plots", file=sys.stderr)
         return 3
 
+    if not os.path.exists(os.path.join(args.dir, "results.csv")) and \
+            os.path.exists(os.path.join(args.dir, "long_kl_by_position.csv")):
+        return plot_long(plt, args.dir)
     res = read_csv(os.path.join(args.dir, "results.csv"))
     full = [r for r in res if r["allocator"] == "full"]
     cells = [r for r in res if r["allocator"] != "full" and r["n_seqs"] not in ("", "0")]

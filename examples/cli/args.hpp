@@ -9,6 +9,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -64,6 +65,15 @@ struct eval_options {
   // sliding layers too (by default they are skipped: they keep their window whatever the budget).
   std::string budget_scope = "all";
   bool profile_local_layers = false;
+  // Long-generation mode (--generate M > 0; 0 = the prefill grid): M tokens generated greedily by
+  // the full cache between each context and its continuation, replayed by every cell with its
+  // cache held at its decode budget (examples/eval/longgen.hpp).
+  std::size_t generate = 0;
+  std::size_t kl_block = 128;      // generated positions per KL block
+  std::size_t rescore_every = 16;  // beta: re-scoring period of the decode-time evictor
+  std::optional<std::size_t> decode_slack;  // rows per head over budget (unset: ceil(budget / 16))
+  std::size_t threads = 1;                  // sequences run at once
+  bool profile_generate = false;  // ablation profiles measured in the long-generation setting
 };
 eval_options parse_eval_args(int argc, const char* const* argv);
 

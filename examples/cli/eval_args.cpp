@@ -130,6 +130,26 @@ eval_options parse_eval_args(int argc, const char* const* argv) {
            "default all");
   p.flag("--profile-local-layers", o.profile_local_layers, true,
          "hybrid models: also profile the sliding-window layers (skipped by default: they keep their window)");
+  p.count("--generate", o.generate, 0, max_tokens_arg,
+          "long-generation mode: M tokens generated greedily by the full cache after each context, then its "
+          "continuation; every cell replays them with its cache held at its decode budget (keep ratio of the "
+          "current length, re-split at every token); KL per generated position, retrieval after them. 0 = the "
+          "prefill grid (default), else 1.." + T);
+  p.count("--kl-block", o.kl_block, 1, max_tokens_arg,
+          "--generate: generated positions per block of the KL-by-position table, 1.." + T + " (default 128)");
+  p.count("--rescore-every", o.rescore_every, 1, max_tokens_arg,
+          "--generate: the decode-time evictor re-scores a layer over its budget every N tokens, 1.." + T +
+              " (default 16)");
+  p.count("--threads", o.threads, 1, 256,
+          "--generate: sequences run at once, 1..256 (default 1; the results do not depend on it)");
+  p.flag("--profile-generate", o.profile_generate, true,
+         "--generate: measure the ablation profiles in the long-generation setting (KL over the M generated "
+         "tokens of the calibration sequences, one layer held at each --ratios value), into "
+         "profile_<policy>_generate<M>.csv");
+  std::string slack_text;
+  p.text("--decode-slack", slack_text, "N",
+         "--generate: rows per kv head a layer may hold over its budget before it is pruned back, 0.." + T +
+             " (default ceil(budget / 16); 0: evict one token at a time)");
   p.footer(
       "Data: one sequence per line, context<TAB>continuation, as text (tokenized; BOS prepended) or as\n"
       "token ids separated by blanks (used as given; a line whose every field starts with a digit is read\n"
@@ -141,6 +161,8 @@ eval_options parse_eval_args(int argc, const char* const* argv) {
   p.parse(argc, argv);
 
   if (o.max_context == 1) throw cli_error("--max-context: '1' must be 0 (all) or >= 2");
+  if (o.profile_generate && !o.generate) throw cli_error("--profile-generate: needs --generate M (M > 0)");
+  if (!slack_text.empty()) o.decode_slack = static_cast<std::size_t>(to_int("--decode-slack", slack_text, 0, max_tokens_arg));
   if (!o.random_spec.empty()) o.random = parse_random_spec(o.random_spec);
   // With --max-context the context is at most that long: check what needs no data now.
   if (o.max_context) check_eval_against_data(o, o.max_context, 1, "data", "--max-context", true);

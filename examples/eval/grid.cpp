@@ -68,20 +68,6 @@ void add(cell& x, const seq_metrics& m, std::size_t bytes, std::size_t bytes_ful
   x.kv_bytes_full += static_cast<double>(bytes_full);
 }
 
-std::vector<cell> make_cells(const dcli::eval_options& o) {
-  std::vector<cell> cells;
-  for (const auto& p : o.policies)
-    for (const auto& a : o.allocators)
-      for (double b : o.budgets) {
-        cell x;
-        x.policy = p;
-        x.allocator = a;
-        x.budget = b;
-        cells.push_back(std::move(x));
-      }
-  return cells;
-}
-
 // One test sequence, prefilled with the full cache; every cell prunes a copy of `pre`.
 struct sequence_run {
   const sample& s;
@@ -244,7 +230,7 @@ const std::vector<std::size_t>& allocation_cache::get(const cell& x, const std::
 grid_result run_grid(const run_context& c, const std::vector<sample>& test, const profile_set& profiles,
                      allocation_cache& alloc) {
   grid_result g;
-  g.cells = make_cells(c.o);
+  g.cells = cells_of<cell>(c.o);
   g.full.policy = "none";
   g.full.allocator = "full";
   const auto t_grid = clock_type::now();

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "inputs.hpp"
@@ -48,6 +49,23 @@ struct grid_result {
   cell full;                // the full cache ("none" / "full")
   bool broken = false;      // a --check invariant failed
 };
+
+// One Cell (policy, allocator, budget) per combination of the options, in their order: policies,
+// then allocators, then budgets.
+template <class Cell>
+std::vector<Cell> cells_of(const dcli::eval_options& o) {
+  std::vector<Cell> cells;
+  for (const auto& p : o.policies)
+    for (const auto& a : o.allocators)
+      for (double b : o.budgets) {
+        Cell x;
+        x.policy = p;
+        x.allocator = a;
+        x.budget = b;
+        cells.push_back(std::move(x));
+      }
+  return cells;
+}
 
 grid_result run_grid(const run_context& c, const std::vector<sample>& test, const profile_set& profiles,
                      allocation_cache& alloc);

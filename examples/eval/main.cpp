@@ -25,6 +25,12 @@
 //   build/examples/eval --policies snapkv --budgets 0.1,0.2,0.4,0.6 --profile-dir models/recall-6l
 //   build/examples/eval --max-seqs 4 --budgets 0.2 --allocators uniform,curve,cake,squeeze --out out/quick
 //   build/examples/eval --model m.gguf --calib c.txt --test t.txt --out out/mine
+//   build/examples/eval --generate 1024 --policies h2o,snapkv,tova,streaming --allocators uniform,proportional,curve
+//
+// Long-generation mode (--generate M, examples/eval/longgen.hpp): after each context the full
+// cache generates M tokens greedily, then the continuation follows; every cell replays those
+// tokens with its cache held at its decode budget (depthkv::decode_evictor) and is scored by the
+// KL of every generated position (per block of --kl-block positions) and the retrieval after.
 //
 // Data files (minillama/eval_data.hpp): one sequence per line, `context<TAB>continuation` (text,
 // or token ids separated by blanks when every field of the line starts with a digit); a line
@@ -37,8 +43,9 @@
 // does a broken invariant under --check.
 //
 // The files: inputs (model, tokenizer, data sets, shared settings), allocators (the allocator
-// names), profiles (read, resume or measure them), grid (prefill, prune, score), report (CSV
-// files and the table), stats (confidence intervals), common (files, formatting, progress).
+// names), profiles (read, resume or measure them), grid (prefill, prune, score), longgen (the
+// --generate mode), report (CSV files and the table), stats (confidence intervals), common
+// (files, formatting, progress).
 #include <cstdio>
 #include <exception>
 #include <vector>
@@ -47,6 +54,7 @@
 #include "common.hpp"
 #include "grid.hpp"
 #include "inputs.hpp"
+#include "longgen.hpp"
 #include "profiles.hpp"
 #include "report.hpp"
 
@@ -64,6 +72,13 @@ int main(int argc, char** argv) {
 
     const eval::profile_set profiles = eval::prepare_profiles(ctx, reader);
     eval::print_ablation_profiles(profiles, n_layers);
+
+    if (o.generate) {
+      const eval::long_result lg = eval::run_long_grid(ctx, test, profiles);
+      eval::report_long(ctx, test, lg, profiles);
+      std::fprintf(stderr, "eval: total %.1f s\n", eval::seconds_since(t_start));
+      return lg.broken ? 1 : 0;
+    }
 
     eval::allocation_cache alloc(ctx, profiles);
     const eval::grid_result grid = eval::run_grid(ctx, test, profiles, alloc);

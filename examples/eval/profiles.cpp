@@ -3,12 +3,15 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <functional>
+#include <memory>
 #include <optional>
 #include <utility>
 #include <vector>
 
 #include "common.hpp"
 #include "depthkv/budget/profiler.hpp"
+#include "longgen.hpp"
 #include "minillama/eval.hpp"
 #include "minillama/policy_prune.hpp"
 
@@ -181,9 +184,10 @@ void write_proxies(const run_context& c, const minillama::kl_evaluator& ev, std:
   }
 }
 
-// Policy p's ablation profile, resuming `resume` (saved after every point), written to `path`.
-sensitivity_profile measure_ablation(const run_context& c, const minillama::kl_evaluator& ev, const std::string& p,
-                                     const std::string& path, sensitivity_profile resume, std::size_t calib_tokens) {
+// Policy p's ablation profile with `loss`, resuming `resume` (saved after every point), written to `path`.
+sensitivity_profile measure_ablation(const run_context& c, const std::function<double(depthkv::span<const double>)>& loss,
+                                     const std::string& p, const std::string& path, sensitivity_profile resume,
+                                     std::size_t calib_tokens) {
   depthkv::ablation_options ao;
   ao.keep_ratios = c.o.ratios;
   ao.attention = c.attention;
@@ -193,13 +197,12 @@ sensitivity_profile measure_ablation(const run_context& c, const minillama::kl_e
   if (resume.n_layers() == 0) {
     resume = sensitivity_profile(c.n_layers);
     resume.model = c.model_name;
-    resume.metric = "kl";
+    resume.metric = c.o.profile_generate ? "kl_generate_" + std::to_string(c.o.generate) : "kl";
     resume.policy = p;
     resume.calibration_tokens = calib_tokens;
   }
   progress_bar bar(!c.o.quiet, profiled * ao.keep_ratios.size(), "profile " + p);
   std::size_t done = 0;
-  auto loss = minillama::make_kl_loss(ev, p, c.pcfg, c.min_keep);
   sensitivity_profile pr = depthkv::profile_ablation(
       c.n_layers, loss, ao, std::move(resume), [&](const depthkv::ablation_progress& g) {
         ++done;
@@ -221,9 +224,19 @@ void calibrate(const run_context& c, const data_reader& reader, const std::vecto
   const minillama::kl_evaluator ev(c.model, std::move(cs.seqs), cs.prefix, std::max<std::size_t>(c.o.window, 2),
                                    c.need_h2o);
   write_proxies(c, ev, cs.tokens, s);
+  // --profile-generate: the loss of the long-generation mode, on full-cache generations of the
+  // calibration set computed once.
+  std::shared_ptr<const long_calibration> cal;
+  if (c.o.profile_generate && !to_measure.empty()) {
+    cal = prepare_long_calibration(c, reader.read("--calib", c.o.calib));
+    std::fprintf(stderr, "eval: calibration set: %zu full-cache generations of %zu tokens (%.1f s)\n",
+                 ev.size(), c.o.generate, seconds_since(t0));
+  }
   for (const auto& p : to_measure) {
     sensitivity_profile resume = partial.count(p) ? partial[p] : sensitivity_profile{};
-    s.ablation[p] = measure_ablation(c, ev, p, s.ablation_path[p], std::move(resume), cs.tokens);
+    const std::function<double(depthkv::span<const double>)> loss =
+        cal ? make_long_generation_loss(c, cal, p) : minillama::make_kl_loss(ev, p, c.pcfg, c.min_keep);
+    s.ablation[p] = measure_ablation(c, loss, p, s.ablation_path[p], std::move(resume), cs.tokens);
   }
   std::fprintf(stderr, "eval: profiling took %.1f s\n", seconds_since(t0));
 }
@@ -252,8 +265,10 @@ std::set<std::string> profile_set::files_used(const dcli::eval_options& o) const
 profile_set prepare_profiles(const run_context& c, const data_reader& reader) {
   const dcli::eval_options& o = c.o;
   profile_set s;
+  // Long-generation profiles (--profile-generate) have their own files: another loss.
+  const std::string suffix = o.profile_generate ? "_generate" + std::to_string(o.generate) : "";
   for (const auto& p : o.policies)
-    s.ablation_path[p] = o.profile.empty() ? c.profile_dir + "/profile_" + p + ".csv" : o.profile;
+    s.ablation_path[p] = o.profile.empty() ? c.profile_dir + "/profile_" + p + suffix + ".csv" : o.profile;
   std::map<std::string, sensitivity_profile> partial;
   std::vector<std::string> to_measure;
   if (any_needs(o.allocators, profile_kind::ablation)) to_measure = find_ablations(c, s, partial);

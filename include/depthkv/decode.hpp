@@ -235,13 +235,27 @@ class decode_evictor {
   std::vector<std::uint64_t> steps_;  ///< [layer] steps taken
 };
 
+/// The layers a decode budget is split over: the tokens each has seen, their minimums and, for
+/// hybrid models, how each attends and what the budget covers (see allocation_request).
+struct decode_layers {
+  span<const std::size_t> lengths;          ///< [n_layers] tokens each layer has seen so far
+  span<const std::size_t> minimums{};       ///< 0 entries (none), 1 (every layer) or n_layers
+  span<const layer_attention> attention{};  ///< empty: every layer global; else [n_layers]
+  budget_scope scope = budget_scope::all_layers;
+};
+
 /// A decode-time budget over all layers, re-split by an allocator as the sequence grows: a
 /// fixed total in tokens or bytes, or a keep ratio of the current length. Built by the named
 /// constructors. Tokens are per kv head, summed over layers (the sum of per-layer keep counts).
+///
+/// Sliding-window layers (decode_layers::attention): such a layer keeps min(seen, W) whatever
+/// the budget, as allocate() does. With budget_scope::all_layers the budget covers every layer
+/// (a ratio is of the tokens the layers would hold in full: min(seen, W) for a sliding layer,
+/// seen for a global one), the windows charged first; with budget_scope::global_layers it
+/// covers the global layers only (a ratio of their tokens) and the windows come on top.
 class decode_budget {
  public:
   enum class kind { tokens, bytes, ratio };
-
   /// At most n tokens in all layers.
   static constexpr decode_budget tokens(std::size_t n) noexcept { return decode_budget(kind::tokens, n, 1, 0.0); }
   /// At most n bytes in all layers, one kept token of a layer (all its kv heads) costing
@@ -263,65 +277,80 @@ class decode_budget {
     return detail::checked_mul("depthkv::decode_budget::token_bytes", cache.row_bytes(), cache.n_kv_heads(),
                                "row_bytes ", cache.row_bytes(), " * n_kv_heads ", cache.n_kv_heads());
   }
-
   kind which() const noexcept { return kind_; }
   std::size_t count() const noexcept { return n_; }  ///< tokens or bytes
   std::size_t bytes_per_token() const noexcept { return bytes_per_token_; }
   double keep_ratio() const noexcept { return ratio_; }
 
-  /// Tokens to keep in all layers for these lengths, within [sum of floors, sum of lengths]
-  /// (floor of layer l: min(minimum, lengths[l])): tokens: min(n, sum); bytes: min(floor(n /
-  /// bytes_per_token), sum); ratio: floor(r * sum + 0.5), raised to the sum of floors (early in
-  /// a generation a ratio can fall below the protected rows). lengths: [n_layers], the tokens
-  /// each layer has seen (the sequence length so far, not the rows it still holds); minimums:
-  /// [n_layers], one for every layer, or empty (none). Throws on bad shapes, a total above
-  /// max_allocation_tokens, or a fixed budget below the sum of floors.
-  std::size_t total(span<const std::size_t> lengths, span<const std::size_t> minimums = {}) const {
+  /// The allocation request of this budget for the layers `d`: its lengths (a sliding layer's
+  /// min(seen, W) is what allocate() keeps of it), minimums, attention and scope, and a budget
+  /// in tokens of what the scope covers, within [F, T] where T is the tokens the scope covers
+  /// (all_layers: sum of min(seen, W) over sliding layers plus seen over global ones;
+  /// global_layers: the global layers' seen) and F the floors (the sliding layers' tokens, under
+  /// all_layers, plus min(minimum, seen) of every global layer): tokens: min(n, T); bytes:
+  /// min(floor(n / bytes_per_token), T); ratio: floor(r * T + 0.5), raised to F (early in a
+  /// generation a ratio can fall below the protected rows). Throws on bad shapes (as
+  /// allocate()), a total above max_allocation_tokens, or a fixed budget below F.
+  allocation_request request(const decode_layers& d) const {
     constexpr const char* where = "depthkv::decode_budget";
-    const std::size_t L = lengths.size();
-    DEPTHKV_CHECK(L > 0, where, "lengths is empty (need one length per layer)");
-    DEPTHKV_CHECK(minimums.size() <= 1 || minimums.size() == L, where, "minimums has ", minimums.size(),
-                  " entries, expected 0, 1 or n_layers = ", L);
-    std::size_t sum = 0, floors = 0;
-    for (std::size_t l = 0; l < L; ++l) {
-      DEPTHKV_CHECK(lengths[l] <= max_allocation_tokens - sum, where, "lengths[", l, "] = ", lengths[l],
-                    " brings the total of lengths above the supported ", max_allocation_tokens, " tokens (2^53)");
-      sum += lengths[l];
-      const std::size_t m = minimums.empty() ? 0 : minimums[minimums.size() == 1 ? 0 : l];
-      floors += std::min(m, lengths[l]);  // <= sum
+    allocation_request req;
+    req.lengths.assign(d.lengths.begin(), d.lengths.end());
+    req.minimums.assign(d.minimums.begin(), d.minimums.end());
+    req.attention.assign(d.attention.begin(), d.attention.end());
+    req.scope = d.scope;
+    req.budget = global_budget::ratio(1.0);  // always feasible: resolves the shapes and the bounds
+    const detail::alloc::layer_split s = detail::alloc::split(req, where);
+    const bool all = !s.hybrid() || d.scope == budget_scope::all_layers;
+    std::size_t covered = all ? s.full.sliding : 0, floors = covered;
+    for (const std::size_t l : s.global) {
+      covered += s.full.hi[l];  // sums <= total of lengths <= 2^53 (checked by split)
+      floors += s.full.lo[l];
     }
     std::size_t b = 0;
     if (kind_ == kind::ratio) {
-      b = std::max(detail::clamp_to_count(std::floor(ratio_ * static_cast<double>(sum) + 0.5), sum), floors);
+      b = std::max(detail::alloc::round_ratio(ratio_, covered), floors);
     } else {
-      b = std::min(kind_ == kind::tokens ? n_ : n_ / bytes_per_token_, sum);
+      b = std::min(kind_ == kind::tokens ? n_ : n_ / bytes_per_token_, covered);
       DEPTHKV_CHECK(b >= floors, where, "budget of ", b, " tokens", kind_ == kind::bytes ? " (from bytes)" : "",
-                    " is below the layers' minimums (", floors, " tokens) by ", floors - b, " tokens");
+                    " is below what the layers must keep (", floors, " tokens",
+                    s.hybrid() && all ? ", the sliding-window layers' included" : "", ") by ", floors - b, " tokens");
     }
-    return b;
+    req.budget = global_budget::tokens(b);
+    return req;
   }
-
-  /// Per-layer budgets (tokens per kv head) for the current lengths: allocator `a` (any
-  /// allocator type, or one by name below) splits total(lengths, minimums) over the layers with
-  /// floors min(minimum, lengths[l]) and profile `p` (for the allocators that read one). Each
-  /// budget is <= lengths[l], so a layer that holds fewer rows than it has seen (it was pruned)
-  /// may get a budget above its rows: it then keeps everything and grows into it. Cheap enough
-  /// for every re-scoring step (bench_decode: budget/*), but allocates the result.
+  /// Tokens to keep in all layers when every layer is global: request()'s budget for lengths
+  /// [n_layers] seen so far and minimums (0, 1 or n_layers entries). Hybrid models:
+  /// request(d).budget.n_tokens.
+  std::size_t total(span<const std::size_t> lengths, span<const std::size_t> minimums = {}) const {
+    return request(decode_layers{lengths, minimums}).budget.n_tokens;
+  }
+  /// Per-layer budgets (tokens per kv head) for the layers `d`: allocator `a` (any allocator
+  /// type, or one by name below) splits request(d) with profile `p` (for the allocators that
+  /// read one; a hybrid model's may lack the sliding layers, as for allocate()). Each budget is
+  /// <= the layer's seen length (a sliding layer's: exactly min(seen, W)), so a layer that holds
+  /// fewer rows than it has seen (it was pruned) may get a budget above its rows: it then keeps
+  /// everything and grows into it. Cheap enough for every re-scoring step (bench_decode:
+  /// budget/*), but allocates the result.
+  template <class A, class = std::enable_if_t<is_allocator_v<A>>>
+  std::vector<std::size_t> split(const A& a, const decode_layers& d, const sensitivity_profile& p = {}) const {
+    return allocate(a, request(d), p);
+  }
+  /// The same with the allocator called `allocator` (allocator_names), configured by `params`.
+  std::vector<std::size_t> split(std::string_view allocator, const decode_layers& d, const sensitivity_profile& p = {},
+                                 const allocator_params& params = {}) const {
+    return visit_allocator(
+        allocator, [&](const auto& a) { return split(a, d, p); }, params);
+  }
+  /// Layers that are all global: split(a, decode_layers{lengths, minimums}, p).
   template <class A, class = std::enable_if_t<is_allocator_v<A>>>
   std::vector<std::size_t> split(const A& a, span<const std::size_t> lengths, const sensitivity_profile& p = {},
                                  span<const std::size_t> minimums = {}) const {
-    allocation_request req;
-    req.budget = global_budget::tokens(total(lengths, minimums));  // validates the shapes first
-    req.lengths.assign(lengths.begin(), lengths.end());
-    req.minimums.assign(minimums.begin(), minimums.end());
-    return allocate(a, req, p);
+    return split(a, decode_layers{lengths, minimums}, p);
   }
-  /// The same with the allocator called `allocator` (allocator_names), configured by `params`.
   std::vector<std::size_t> split(std::string_view allocator, span<const std::size_t> lengths,
                                  const sensitivity_profile& p = {}, span<const std::size_t> minimums = {},
                                  const allocator_params& params = {}) const {
-    return visit_allocator(
-        allocator, [&](const auto& a) { return split(a, lengths, p, minimums); }, params);
+    return split(allocator, decode_layers{lengths, minimums}, p, params);
   }
 
  private:
