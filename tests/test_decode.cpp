@@ -19,6 +19,7 @@
 #include "test_util.hpp"
 
 using namespace depthkv;
+using depthkv_test::dump_rows;
 using depthkv_test::require_error;
 using depthkv_test::rng;
 
@@ -26,22 +27,6 @@ using depthkv_test::rng;
 
 namespace {
 
-// Every row of every head: a separator, then K, V and the position of each row.
-template <class T>
-std::vector<float> dump(const kv_cache<T>& c) {
-  std::vector<float> out;
-  for (std::size_t l = 0; l < c.n_layers(); ++l)
-    for (std::size_t h = 0; h < c.n_kv_heads(); ++h) {
-      const auto k = c.keys(l, h), v = c.values(l, h);
-      out.push_back(-1e30f);
-      for (std::size_t j = 0; j < k.n; ++j) {
-        for (std::size_t t = 0; t < k.dim; ++t) out.push_back(float(k.row(j)[t]));
-        for (std::size_t t = 0; t < k.dim; ++t) out.push_back(float(v.row(j)[t]));
-        out.push_back(float(c.positions(l, h)[j]));
-      }
-    }
-  return out;
-}
 
 template <class T>
 std::vector<pos_t> positions_of(const kv_cache<T>& c, std::size_t l, std::size_t h) {
@@ -298,7 +283,7 @@ TEST_CASE("slack 0 is enforce_budget (the one-at-a-time loop); enforce_options' 
           const bool eb = slack == 0 ? enforce_budget(b, 0, budget, pb, ws, lq)
                                      : enforce_budget(b, 0, budget, enforce_options{slack}, pb, ws, lq);
           REQUIRE(ea == eb);
-          REQUIRE(dump(a) == dump(b));
+          REQUIRE(dump_rows(a) == dump_rows(b));
           for (std::size_t h = 0; h < H; ++h) {
             const auto x = sa.scores(0, h), y = sb.scores(0, h);
             REQUIRE(std::vector<float>(x.begin(), x.end()) == std::vector<float>(y.begin(), y.end()));
@@ -357,7 +342,7 @@ TEST_CASE("h2o with slack: every eviction is a fresh prune of the rows held, as 
         const decode_action a = ev.step(cache, l, c.budget, ws);
         if (a != decode_action::none) {
           ++evictions;
-          REQUIRE(dump(cache) == dump(fresh));
+          REQUIRE(dump_rows(cache) == dump_rows(fresh));
         }
         for (std::size_t h = 0; h < H; ++h) {
           same[l * H + h].step(c.budget, c.slack, c.sink, c.recent);
@@ -451,10 +436,10 @@ TEST_CASE("re-scoring every beta tokens equals a fresh prune at those steps; que
             REQUIRE(a == expect);
             REQUIRE(ev.steps(l) == s);
             if (a == decode_action::none) {
-              REQUIRE(dump(cache) == dump(before));
+              REQUIRE(dump_rows(cache) == dump_rows(before));
             } else {
               prune_layer(before, l, budget, policy, ws2, lq);  // a fresh prune at this step
-              REQUIRE(dump(cache) == dump(before));
+              REQUIRE(dump_rows(cache) == dump_rows(before));
               REQUIRE(cache.max_length(l) == budget);
               (a == decode_action::rescore ? rescores : over)++;
             }
@@ -668,7 +653,7 @@ TEST_CASE("decode errors leave the cache, the h2o state and the step counts unch
   prune_workspace ws;
   decode_options opt;
   opt.slack = decode_slack::tokens(1);
-  const auto snap = dump(cache);
+  const auto snap = dump_rows(cache);
   {
     decode_evictor<knorm> ev(layers{2}, knorm{2, 3}, opt);
     require_error([&] { ev.step(cache, 2, 8, ws); }, {"layer 2 out of range (n_layers 2)"});
@@ -682,7 +667,7 @@ TEST_CASE("decode errors leave the cache, the h2o state and the step counts unch
     CHECK(ev.step(cache, 0, 9, ws) == decode_action::none);  // 10 rows <= 9 + 1: within the slack
     CHECK(ev.steps(0) == 1);
     CHECK(ev.steps(1) == 0);
-    CHECK(dump(cache) == snap);
+    CHECK(dump_rows(cache) == snap);
     ev.reset();
     CHECK(ev.steps(0) == 0);
     // A small head may keep fewer rows than the protected ones: nothing to evict.
@@ -696,7 +681,7 @@ TEST_CASE("decode errors leave the cache, the h2o state and the step counts unch
     decode_evictor<h2o> ev(layers{2}, h2o{0, 0, &st}, opt);
     require_error([&] { ev.step(cache, 0, 5, ws); }, {"state tracks 0 tokens"});
     CHECK(ev.steps(0) == 0);
-    CHECK(dump(cache) == snap);
+    CHECK(dump_rows(cache) == snap);
     CHECK(ev.step(cache, 0, 9, ws) == decode_action::none);  // not evicting: the state is not read
     for (std::size_t h = 0; h < H; ++h) st.extend(0, h, 10);
     CHECK(ev.step(cache, 0, 5, ws) == decode_action::over_limit);
@@ -707,10 +692,10 @@ TEST_CASE("decode errors leave the cache, the h2o state and the step counts unch
   {
     // snapkv without queries on an evicting step.
     decode_evictor<snapkv> ev(layers{2}, snapkv{}, opt);
-    const auto s1 = dump(cache);
+    const auto s1 = dump_rows(cache);
     require_error([&] { ev.step(cache, 1, 5, ws); }, {"needs the layer's window queries (layer 1)"});
     CHECK(ev.steps(1) == 0);
-    CHECK(dump(cache) == s1);
+    CHECK(dump_rows(cache) == s1);
   }
 }
 

@@ -16,6 +16,7 @@
 #include "test_util.hpp"
 
 using namespace depthkv;
+using depthkv_test::dump_rows;
 using depthkv_test::require_error;
 using depthkv_test::rng;
 
@@ -39,22 +40,6 @@ kv_cache<T> make_cache(std::size_t L, std::size_t H, std::size_t d, std::size_t 
     c.append(l, kv_view<const T>::hnd(k.data(), kv_shape(heads{H}, tokens{n}, dim{d})), kv_view<const T>::hnd(v.data(), kv_shape(heads{H}, tokens{n}, dim{d})), pos_t(0));
   }
   return c;
-}
-
-template <class T>
-std::vector<float> dump(const kv_cache<T>& c) {
-  std::vector<float> out;
-  for (std::size_t l = 0; l < c.n_layers(); ++l)
-    for (std::size_t h = 0; h < c.n_kv_heads(); ++h) {
-      const auto k = c.keys(l, h), v = c.values(l, h);
-      out.push_back(-1e9f);
-      for (std::size_t j = 0; j < k.n; ++j) {
-        for (std::size_t t = 0; t < k.dim; ++t) out.push_back(float(k.row(j)[t]));
-        for (std::size_t t = 0; t < k.dim; ++t) out.push_back(float(v.row(j)[t]));
-        out.push_back(float(c.positions(l, h)[j]));
-      }
-    }
-  return out;
 }
 
 // Naive selection: protected rows, then the best by (score desc, index asc), ascending output.
@@ -117,7 +102,7 @@ TEMPLATE_TEST_CASE("prune_layer per head matches the naive selection", "[prune]"
     require_kept(before, cache, 1, h, expect);
     CHECK(cache.capacity(1, h) == 50);  // compacted in place, nothing reallocated
   }
-  CHECK(dump(cache).size() < dump(before).size());
+  CHECK(dump_rows(cache).size() < dump_rows(before).size());
   for (std::size_t h = 0; h < 3; ++h) CHECK(cache.length(0, h) == 50);  // other layer untouched
 }
 
@@ -236,7 +221,7 @@ TEST_CASE("prune is allocation-free in steady state", "[prune]") {
     CHECK(g_news.load() == news);  // no allocation at all
     CHECK(ws.bytes_reserved() == bytes);
     CHECK(c2.bytes_reserved() == cache_bytes);
-    CHECK(dump(c1) == dump(c2));
+    CHECK(dump_rows(c1) == dump_rows(c2));
   }
 }
 
@@ -375,7 +360,7 @@ TEST_CASE("prune_view over engine memory matches the owning cache", "[prune]") {
 
 TEST_CASE("prune errors leave the cache (and h2o state) unchanged", "[prune]") {
   auto cache = make_cache<float>(3, 2, 8, 20);
-  const auto snapshot = dump(cache);
+  const auto snapshot = dump_rows(cache);
   prune_workspace ws;
   require_error([&] { prune_layer(cache, 0, 4, knorm{3, 2}, ws); }, {"keep 4", "below the protected rows", "knorm"});
   require_error([&] { prune_layer(cache, 3, 4, knorm{}, ws); }, {"layer 3", "n_layers 3"});
@@ -401,15 +386,15 @@ TEST_CASE("prune errors leave the cache (and h2o state) unchanged", "[prune]") {
   st.extend(0, 0, 20);
   require_error([&] { prune_layer(cache, 0, 5, h2o{0, 0, &st}, ws); }, {"state tracks 0", "head 1"});
   CHECK(st.length(0, 0) == 20);
-  CHECK(dump(cache) == snapshot);
+  CHECK(dump_rows(cache) == snapshot);
 
   // Shared granularity needs equal head lengths.
   bad.alpha = 0.f;
   prune_layer(cache, 2, 6, knorm{}, ws, {}, bad);  // adaptive: the low-norm head 0 gets more rows
   REQUIRE(cache.length(2, 0) != cache.length(2, 1));
-  const auto snap2 = dump(cache);
+  const auto snap2 = dump_rows(cache);
   prune_options sh;
   sh.mode = granularity::shared;
   require_error([&] { prune_layer(cache, 2, 3, knorm{}, ws, {}, sh); }, {"equal head lengths"});
-  CHECK(dump(cache) == snap2);
+  CHECK(dump_rows(cache) == snap2);
 }

@@ -10,6 +10,7 @@
 #include "test_util.hpp"
 
 using namespace depthkv;
+using depthkv_test::check_close;
 using depthkv_test::require_error;
 using depthkv_test::rng;
 
@@ -50,15 +51,6 @@ std::vector<double> reference(const std::vector<float>& q, std::size_t H, std::s
   return out;
 }
 
-template <class T>
-void check_close(const std::vector<float>& got, const std::vector<double>& ref, double rel = 1e-5) {
-  REQUIRE(got.size() >= ref.size());
-  for (std::size_t j = 0; j < ref.size(); ++j) {
-    INFO("j = " << j << " got " << got[j] << " ref " << ref[j]);
-    // Relative 1e-5, with an absolute floor far below any score that matters (f32 exp underflow).
-    REQUIRE(std::abs(double(got[j]) - ref[j]) <= rel * std::abs(ref[j]) + 1e-30);
-  }
-}
 
 template <class T>
 struct random_case {
@@ -148,7 +140,7 @@ TEMPLATE_TEST_CASE("window_scores: every path matches the double reference", "[w
         window_options o;
         o.reduce = use_max ? gqa_reduce::max : gqa_reduce::mean;
         window_scores(c.queries(), s.n_kv, kvh, c.keys(), {}, out, ws, o);
-        check_close<TestType>(out, ref);
+        check_close(out, ref);
         CHECK(out[s.n] == -7.f);  // nothing written past n
       }
     }
@@ -192,7 +184,7 @@ TEST_CASE("window_scores: explicit positions mask (window not cached, gaps)", "[
     window_options o;
     o.query_positions = qpos;
     window_scores(c.queries(), 1, 0, c.keys(), kpos, out, ws, o);
-    check_close<float>(out, ref);
+    check_close(out, ref);
     double sum = 0;
     for (float x : out) sum += x;
     CHECK(sum == Approx(2.0).epsilon(1e-5));  // two queries see keys, each spreads mass 1
@@ -364,7 +356,7 @@ TEMPLATE_TEST_CASE("window_scores: positions mask with GQA max, heads not a mult
       o.reduce = use_max ? gqa_reduce::max : gqa_reduce::mean;
       o.query_positions = qpos;
       window_scores(c.queries(), 1, 0, c.keys(), kpos, out, ws, o);
-      check_close<TestType>(out, ref);
+      check_close(out, ref);
     }
   }
   // A NaN key poisons the rows that see it; the last query sees every key, so every score is

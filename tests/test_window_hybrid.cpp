@@ -19,6 +19,7 @@
 #include "test_util.hpp"
 
 using namespace depthkv;
+using depthkv_test::check_close;
 using depthkv_test::require_error;
 using depthkv_test::rng;
 using depthkv_test::uniform_int;
@@ -76,14 +77,6 @@ std::vector<double> reference(const std::vector<float>& q, std::size_t H, std::s
   return out;
 }
 
-// Relative `rel` with an absolute floor far below any score that matters (f32 exp underflow).
-void check_close(const std::vector<float>& got, const std::vector<double>& ref, double rel = 1e-5) {
-  REQUIRE(got.size() >= ref.size());
-  for (std::size_t j = 0; j < ref.size(); ++j) {
-    INFO("j = " << j << " got " << got[j] << " ref " << ref[j]);
-    REQUIRE(std::abs(double(got[j]) - ref[j]) <= rel * std::abs(ref[j]) + 1e-30);
-  }
-}
 
 /// Random queries [H][w][d] (N(0, qscale^2)) and keys [n][stride] of type T.
 template <class T>

@@ -131,7 +131,7 @@ eval_options parse_eval_args(int argc, const char* const* argv) {
   p.flag("--profile-local-layers", o.profile_local_layers, true,
          "hybrid models: also profile the sliding-window layers (skipped by default: they keep their window)");
   p.count("--generate", o.generate, 0, max_tokens_arg,
-          "long-generation mode: M tokens generated greedily by the full cache after each context, then its "
+          "long-generation mode: N tokens generated greedily by the full cache after each context, then its "
           "continuation; every cell replays them with its cache held at its decode budget (keep ratio of the "
           "current length, re-split at every token); KL per generated position, retrieval after them. 0 = the "
           "prefill grid (default), else 1.." + T);
@@ -143,9 +143,9 @@ eval_options parse_eval_args(int argc, const char* const* argv) {
   p.count("--threads", o.threads, 1, 256,
           "--generate: sequences run at once, 1..256 (default 1; the results do not depend on it)");
   p.flag("--profile-generate", o.profile_generate, true,
-         "--generate: measure the ablation profiles in the long-generation setting (KL over the M generated "
+         "--generate: measure the ablation profiles in the long-generation setting (KL over the N generated "
          "tokens of the calibration sequences, one layer held at each --ratios value), into "
-         "profile_<policy>_generate<M>.csv");
+         "profile_<policy>_generate<N>.csv");
   std::string slack_text;
   p.text("--decode-slack", slack_text, "N",
          "--generate: rows per kv head a layer may hold over its budget before it is pruned back, 0.." + T +
@@ -161,7 +161,7 @@ eval_options parse_eval_args(int argc, const char* const* argv) {
   p.parse(argc, argv);
 
   if (o.max_context == 1) throw cli_error("--max-context: '1' must be 0 (all) or >= 2");
-  if (o.profile_generate && !o.generate) throw cli_error("--profile-generate: needs --generate M (M > 0)");
+  if (o.profile_generate && !o.generate) throw cli_error("--profile-generate: needs --generate N (N > 0)");
   if (!slack_text.empty()) o.decode_slack = static_cast<std::size_t>(to_int("--decode-slack", slack_text, 0, max_tokens_arg));
   if (!o.random_spec.empty()) o.random = parse_random_spec(o.random_spec);
   // With --max-context the context is at most that long: check what needs no data now.

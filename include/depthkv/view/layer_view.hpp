@@ -3,14 +3,14 @@
 
 #include <cstddef>
 
-#include "depthkv/detail/target.hpp"
 #include "depthkv/types.hpp"
 #include "depthkv/view/kv_view.hpp"
 #include "depthkv/view/positions.hpp"
 
 namespace depthkv {
-DEPTHKV_BASELINE_BEGIN  // the same machine code in every TU (detail/target.hpp)
 
+// A plain aggregate, no functions: nothing here needs the baseline target region of
+// detail/target.hpp (clang warns on an empty one).
 /// Non-owning. keys and values: [n_heads][n_tokens][head_dim] views of the same shape (any
 /// layout); positions: where the rows' positions are (or none); lengths: [n_heads], in: rows of
 /// head h that hold tokens (<= n_tokens; heads may differ), out: rows kept after a prune.
@@ -22,5 +22,4 @@ struct layer_view {
   span<std::size_t> lengths{};
 };
 
-DEPTHKV_BASELINE_END
 }  // namespace depthkv
